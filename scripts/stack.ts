@@ -1,0 +1,504 @@
+/**
+ * The local stack: private MariaDB, Redis and memcached instances on non-default loopback
+ * ports, with data under `.stack/` (git-ignored). Used by the demo, the tests and CI.
+ *
+ *   node dist/scripts/stack.js up | down | status
+ *
+ * `up` installs missing Debian packages when run as root, and is idempotent: a service whose
+ * recorded PID is alive (and is ours: its command line names our port or data dir) is left
+ * alone. `down` stops exactly what `up` started, by PID. Nothing here ever touches a server
+ * this script did not start.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import mysql from 'mysql2/promise';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export interface MemcachedSpec {
+  dc: string;
+  name: string;
+  port: number;
+}
+
+export interface StackLayout {
+  dir: string;
+  mariadb: { port: number; datadir: string; socket: string; pidFile: string; logFile: string };
+  redis: { port: number; dir: string; confFile: string; pidFile: string; logFile: string };
+  memcached: MemcachedSpec[];
+  /** Admin credentials for the private MariaDB (generated at first `up`). */
+  secretsDir: string;
+}
+
+const envInt = (name: string, dflt: number): number => {
+  const v = process.env[name];
+  return v ? Number.parseInt(v, 10) : dflt;
+};
+
+/**
+ * Ports default to a block no stock install uses; MCREPL_STACK_PORT_BASE moves the whole block
+ * and MCREPL_STACK_DIR the data.
+ */
+export function stackLayout(
+  dir = process.env.MCREPL_STACK_DIR ?? path.join(repoRoot, '.stack'),
+  base = envInt('MCREPL_STACK_PORT_BASE', 23300),
+): StackLayout {
+  const mdir = path.join(dir, 'mariadb');
+  // Unix socket paths are limited to ~107 bytes; fall back to /tmp for deep checkouts.
+  let socket = path.join(mdir, 'mysqld.sock');
+  if (socket.length > 100) socket = path.join('/tmp', `mcrepl-${hashPath(dir)}.sock`);
+  return {
+    dir,
+    mariadb: {
+      port: base + 6,
+      datadir: path.join(mdir, 'data'),
+      socket,
+      pidFile: path.join(mdir, 'mysqld.pid'),
+      logFile: path.join(mdir, 'mysqld.log'),
+    },
+    redis: {
+      port: base + 79,
+      dir: path.join(dir, 'redis'),
+      confFile: path.join(dir, 'redis', 'redis.conf'),
+      pidFile: path.join(dir, 'redis', 'redis.pid'),
+      logFile: path.join(dir, 'redis', 'redis.log'),
+    },
+    memcached: [
+      { dc: 'east', name: 'east-1', port: base + 11 },
+      { dc: 'east', name: 'east-2', port: base + 12 },
+      { dc: 'west', name: 'west-1', port: base + 21 },
+      { dc: 'west', name: 'west-2', port: base + 22 },
+    ],
+    secretsDir: path.join(dir, 'secrets'),
+  };
+}
+
+function hashPath(p: string): string {
+  let h = 2166136261;
+  for (let i = 0; i < p.length; i++) h = Math.imul(h ^ p.charCodeAt(i), 16777619) >>> 0;
+  return h.toString(16);
+}
+
+const log = (msg: string) => process.stderr.write(`[stack] ${msg}\n`);
+
+// ---------------------------------------------------------------------------------------------
+// Packages
+
+const REQUIRED = [
+  { bin: ['/usr/sbin/mariadbd', '/usr/bin/mariadb-install-db'], pkg: 'mariadb-server' },
+  { bin: ['/usr/bin/redis-server'], pkg: 'redis-server' },
+  { bin: ['/usr/bin/memcached'], pkg: 'memcached' },
+];
+
+export function ensurePackages(): void {
+  const missing = REQUIRED.filter((r) => !r.bin.every((b) => fs.existsSync(b))).map((r) => r.pkg);
+  if (missing.length === 0) return;
+  if (process.getuid?.() !== 0) {
+    throw new Error(`missing packages: ${missing.join(', ')}; install them (sudo apt-get install -y ${missing.join(' ')}) or run as root`);
+  }
+  log(`installing ${missing.join(', ')} with apt-get`);
+  // Debian starts a daemon when its package is installed; a policy-rc.d that answers 101
+  // ("action forbidden") keeps the system services stopped, so we never start a server we
+  // would not own. Only ours is created and removed.
+  const policy = '/usr/sbin/policy-rc.d';
+  const ownPolicy = !fs.existsSync(policy);
+  if (ownPolicy) fs.writeFileSync(policy, '#!/bin/sh\nexit 101\n', { mode: 0o755 });
+  try {
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    run('apt-get', ['update', '-qq'], env);
+    run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], env);
+  } finally {
+    if (ownPolicy) fs.rmSync(policy, { force: true });
+  }
+}
+
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): void {
+  const r = spawnSync(cmd, args, { env, stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed with status ${r.status}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process helpers
+
+function readPid(file: string): number | undefined {
+  try {
+    const pid = Number.parseInt(fs.readFileSync(file, 'utf8').trim(), 10);
+    return Number.isFinite(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A PID is ours only if it is alive and its command line carries our marker (port or path). */
+function ownedPid(file: string, marker: string): number | undefined {
+  const pid = readPid(file);
+  if (pid === undefined) return undefined;
+  try {
+    const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    if (/\) Z /.test(stat)) return undefined; // zombie
+    return cmdline.includes(marker) ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function portOpen(port: number, host = '127.0.0.1'): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host });
+    s.setTimeout(500);
+    s.once('connect', () => { s.destroy(); resolve(true); });
+    s.once('timeout', () => { s.destroy(); resolve(false); });
+    s.once('error', () => resolve(false));
+  });
+}
+
+async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs: number, logFile?: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) {
+      const tail = logFile && fs.existsSync(logFile) ? `\n--- ${logFile} (tail) ---\n${fs.readFileSync(logFile, 'utf8').split('\n').slice(-20).join('\n')}` : '';
+      throw new Error(`${what} did not become ready within ${timeoutMs} ms${tail}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function spawnDetached(cmd: string, args: string[], logFile: string, pidFile?: string): number {
+  const out = fs.openSync(logFile, 'a');
+  const child = spawn(cmd, args, { detached: true, stdio: ['ignore', out, out] });
+  fs.closeSync(out);
+  child.unref();
+  if (child.pid === undefined) throw new Error(`could not start ${cmd}`);
+  if (pidFile) fs.writeFileSync(pidFile, `${child.pid}\n`);
+  return child.pid;
+}
+
+async function stopPid(name: string, pidFile: string, marker: string, timeoutMs = 60_000): Promise<boolean> {
+  const pid = ownedPid(pidFile, marker);
+  if (pid === undefined) {
+    fs.rmSync(pidFile, { force: true });
+    return false;
+  }
+  process.kill(pid, 'SIGTERM');
+  const deadline = Date.now() + timeoutMs;
+  while (ownedPid(pidFile, marker) !== undefined) {
+    if (Date.now() > deadline) {
+      log(`${name} (pid ${pid}) did not stop after SIGTERM; sending SIGKILL`);
+      try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  fs.rmSync(pidFile, { force: true });
+  return true;
+}
+
+const asRoot = () => process.getuid?.() === 0;
+
+// ---------------------------------------------------------------------------------------------
+// MariaDB
+
+export interface MariadbInstance {
+  port: number;
+  datadir: string;
+  socket: string;
+  pidFile: string;
+  logFile: string;
+}
+
+/**
+ * The binlog settings mcrepl needs. MariaDB's defaults are MIXED format and no BLACKHOLE
+ * engine, and `--no-defaults` falls back to latin1, so every one of these is spelled out.
+ */
+export const MARIADB_BINLOG_ARGS = [
+  '--log-bin=mariadb-bin',
+  '--binlog-format=ROW',
+  '--binlog-row-image=FULL',
+  '--binlog-row-metadata=FULL',
+  '--binlog-annotate-row-events=OFF',
+];
+
+/** Start a private mariadbd (initialising its data dir on first use). Idempotent. */
+export async function startMariadb(inst: MariadbInstance, extraArgs: string[] = MARIADB_BINLOG_ARGS): Promise<'started' | 'running'> {
+  if (ownedPid(inst.pidFile, inst.datadir) !== undefined) return 'running';
+  if (await portOpen(inst.port)) {
+    throw new Error(`port ${inst.port} is in use by a process this stack did not start; stop it or set MCREPL_STACK_PORT_BASE`);
+  }
+  fs.mkdirSync(path.dirname(inst.pidFile), { recursive: true });
+  if (!fs.existsSync(path.join(inst.datadir, 'mysql'))) {
+    fs.mkdirSync(inst.datadir, { recursive: true });
+    const args = ['--no-defaults', `--datadir=${inst.datadir}`, '--auth-root-authentication-method=normal', '--skip-test-db'];
+    if (asRoot()) args.push('--user=root');
+    const r = spawnSync('mariadb-install-db', args, { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`mariadb-install-db failed:\n${r.stdout}\n${r.stderr}`);
+  }
+  const args = [
+    '--no-defaults',
+    `--datadir=${inst.datadir}`,
+    `--port=${inst.port}`,
+    '--bind-address=127.0.0.1',
+    `--socket=${inst.socket}`,
+    `--pid-file=${inst.pidFile}`,
+    `--log-error=${inst.logFile}`,
+    '--server-id=1',
+    '--plugin-load-add=ha_blackhole',
+    '--character-set-server=utf8mb4',
+    '--collation-server=utf8mb4_unicode_ci',
+    '--skip-name-resolve',
+    '--max-allowed-packet=64M',
+    '--max-connections=500',
+    '--innodb-buffer-pool-size=256M',
+    // A process crash (kill -9) loses nothing with these: the OS still holds the data.
+    '--innodb-flush-log-at-trx-commit=2',
+    '--sync-binlog=0',
+    ...extraArgs,
+  ];
+  if (asRoot()) args.push('--user=root');
+  // mariadbd writes its own pid file; we also need it before the server gets that far.
+  spawnDetached('/usr/sbin/mariadbd', args, path.join(path.dirname(inst.pidFile), 'mysqld.stdout'), inst.pidFile);
+  await waitUntil(`MariaDB on port ${inst.port}`, async () => {
+    try {
+      const c = await mysql.createConnection({ socketPath: inst.socket, user: 'root', password: '' });
+      await c.end();
+      return true;
+    } catch {
+      if (ownedPid(inst.pidFile, inst.datadir) === undefined) throw new Error(`mariadbd exited; see ${inst.logFile}`);
+      return false;
+    }
+  }, 60_000, inst.logFile);
+  return 'started';
+}
+
+export async function stopMariadb(inst: MariadbInstance): Promise<boolean> {
+  return stopPid('mariadbd', inst.pidFile, inst.datadir);
+}
+
+/** kill -9 of a private mariadbd (fault tests); it can be started again with startMariadb. */
+export async function killMariadb(inst: MariadbInstance): Promise<void> {
+  const pid = ownedPid(inst.pidFile, inst.datadir);
+  if (pid === undefined) return;
+  process.kill(pid, 'SIGKILL');
+  while (ownedPid(inst.pidFile, inst.datadir) !== undefined) await new Promise((r) => setTimeout(r, 50));
+}
+
+/** Admin account for the private MariaDB; the password lives in a file, never on a command line. */
+export const STACK_ADMIN_USER = 'mcrepl_admin';
+
+function ensureSecret(dir: string, name: string): string {
+  const file = path.join(dir, name);
+  if (!fs.existsSync(file)) {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    fs.writeFileSync(file, randomBytes(18).toString('base64url'), { mode: 0o600 });
+  }
+  return fs.readFileSync(file, 'utf8').trim();
+}
+
+/** Creates (or refreshes) the admin account on a private MariaDB, through its socket. */
+export async function ensureAdminUser(socket: string, secretsDir: string): Promise<void> {
+  const password = ensureSecret(secretsDir, 'mysql-admin');
+  const c = await mysql.createConnection({ socketPath: socket, user: 'root', password: '' });
+  try {
+    await c.query(`CREATE USER IF NOT EXISTS ?@'127.0.0.1' IDENTIFIED BY ?`, [STACK_ADMIN_USER, password]);
+    await c.query(`ALTER USER ?@'127.0.0.1' IDENTIFIED BY ?`, [STACK_ADMIN_USER, password]);
+    await c.query(`GRANT ALL PRIVILEGES ON *.* TO ?@'127.0.0.1' WITH GRANT OPTION`, [STACK_ADMIN_USER]);
+  } finally {
+    await c.end();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis and memcached
+
+export async function startRedis(layout: StackLayout): Promise<'started' | 'running'> {
+  const r = layout.redis;
+  if (ownedPid(r.pidFile, redisMarker(r.port)) !== undefined) return 'running';
+  if (await portOpen(r.port)) throw new Error(`port ${r.port} is in use by a process this stack did not start; stop it or set MCREPL_STACK_PORT_BASE`);
+  fs.mkdirSync(r.dir, { recursive: true });
+  const password = ensureSecret(layout.secretsDir, 'redis');
+  // Durable enough for the fault tests: AOF, fsync every second; never evict queued jobs.
+  // The password is in this file (mode 600), not on redis-server's command line.
+  fs.writeFileSync(r.confFile, [
+    `port ${r.port}`,
+    'bind 127.0.0.1',
+    'protected-mode yes',
+    `dir ${r.dir}`,
+    'daemonize no',
+    'appendonly yes',
+    'appendfsync everysec',
+    'save ""',
+    'maxmemory-policy noeviction',
+    `requirepass ${password}`,
+    `logfile ${r.logFile}`,
+    '',
+  ].join('\n'), { mode: 0o600 });
+  spawnDetached('/usr/bin/redis-server', [r.confFile], path.join(r.dir, 'redis.stdout'), r.pidFile);
+  // Without AUTH a live Redis answers NOAUTH, which is all this needs to know.
+  await waitUntil(`Redis on port ${r.port}`, () => ping(r.port, 'PING\r\n', '-NOAUTH'), 30_000, r.logFile);
+  return 'started';
+}
+
+/** redis-server rewrites its process title to `redis-server host:port`. */
+const redisMarker = (port: number) => `127.0.0.1:${port}`;
+
+function memcachedPidFile(layout: StackLayout, m: MemcachedSpec) {
+  return path.join(layout.dir, 'memcached', `${m.name}.pid`);
+}
+
+export function memcachedArgs(port: number): string[] {
+  const args = ['-p', String(port), '-l', '127.0.0.1', '-U', '0', '-m', '256', '-c', '4096', '-t', '2'];
+  if (asRoot()) args.push('-u', 'root');
+  return args;
+}
+
+async function startMemcached(layout: StackLayout, m: MemcachedSpec): Promise<'started' | 'running'> {
+  const pidFile = memcachedPidFile(layout, m);
+  if (ownedPid(pidFile, `-p ${m.port} `) !== undefined) return 'running';
+  if (await portOpen(m.port)) throw new Error(`port ${m.port} (${m.name}) is in use by a process this stack did not start; stop it or set MCREPL_STACK_PORT_BASE`);
+  fs.mkdirSync(path.dirname(pidFile), { recursive: true });
+  spawnDetached('/usr/bin/memcached', memcachedArgs(m.port), path.join(path.dirname(pidFile), `${m.name}.log`), pidFile);
+  await waitUntil(`memcached ${m.name} on port ${m.port}`, () => ping(m.port, 'version\r\n', 'VERSION'), 10_000);
+  return 'started';
+}
+
+/** Send one line, expect a reply starting with `expect`. */
+function ping(port: number, line: string, expect: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: '127.0.0.1' });
+    let buf = '';
+    s.setTimeout(1000);
+    s.once('connect', () => s.write(line));
+    s.on('data', (d) => {
+      buf += d.toString('latin1');
+      if (buf.includes('\r\n')) { s.destroy(); resolve(buf.startsWith(expect)); }
+    });
+    s.once('timeout', () => { s.destroy(); resolve(false); });
+    s.once('error', () => resolve(false));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The whole stack
+
+export interface UpResult {
+  /** Services this call started (empty when everything was already running). */
+  started: string[];
+}
+
+export async function up(layout = stackLayout()): Promise<UpResult> {
+  ensurePackages();
+  fs.mkdirSync(layout.dir, { recursive: true });
+  const started: string[] = [];
+  if ((await startMariadb(layout.mariadb)) === 'started') started.push('mariadb');
+  await ensureAdminUser(layout.mariadb.socket, layout.secretsDir);
+  // Passwords of the role accounts (created by `mcrepl schema install`): files, never argv.
+  for (const r of Object.keys(STACK_ROLE_USERS)) ensureSecret(layout.secretsDir, `mysql-role-${r}`);
+  if ((await startRedis(layout)) === 'started') started.push('redis');
+  for (const m of layout.memcached) {
+    if ((await startMemcached(layout, m)) === 'started') started.push(`memcached ${m.name}`);
+  }
+  return { started };
+}
+
+export async function down(layout = stackLayout()): Promise<string[]> {
+  const stopped: string[] = [];
+  for (const m of layout.memcached) {
+    if (await stopPid(`memcached ${m.name}`, memcachedPidFile(layout, m), `-p ${m.port} `)) stopped.push(`memcached ${m.name}`);
+  }
+  if (await stopPid('redis', layout.redis.pidFile, redisMarker(layout.redis.port))) stopped.push('redis');
+  if (await stopMariadb(layout.mariadb)) stopped.push('mariadb');
+  return stopped;
+}
+
+export interface ServiceStatus {
+  name: string;
+  port: number;
+  pid?: number;
+}
+
+export function status(layout = stackLayout()): ServiceStatus[] {
+  return [
+    { name: 'mariadb', port: layout.mariadb.port, pid: ownedPid(layout.mariadb.pidFile, layout.mariadb.datadir) },
+    { name: 'redis', port: layout.redis.port, pid: ownedPid(layout.redis.pidFile, redisMarker(layout.redis.port)) },
+    ...layout.memcached.map((m) => ({ name: `memcached ${m.name}`, port: m.port, pid: ownedPid(memcachedPidFile(layout, m), `-p ${m.port} `) })),
+  ];
+}
+
+/** kill -9 of the stack's Redis (fault tests); startRedis brings it back with its AOF. */
+export async function killRedis(layout: StackLayout): Promise<void> {
+  const pid = ownedPid(layout.redis.pidFile, redisMarker(layout.redis.port));
+  if (pid === undefined) return;
+  process.kill(pid, 'SIGKILL');
+  while (ownedPid(layout.redis.pidFile, redisMarker(layout.redis.port)) !== undefined) await new Promise((r) => setTimeout(r, 20));
+}
+
+/** Restart one memcached server of the stack (it comes back empty). Used by fault tests. */
+export async function restartMemcached(layout: StackLayout, name: string): Promise<void> {
+  const m = layout.memcached.find((x) => x.name === name);
+  if (!m) throw new Error(`no memcached named ${name}`);
+  await stopPid(`memcached ${m.name}`, memcachedPidFile(layout, m), `-p ${m.port} `);
+  await startMemcached(layout, m);
+}
+
+/** The accounts each role of mcrepl runs as on the local stack (created by `mcrepl schema install`). */
+export const STACK_ROLE_USERS = { tailer: 'mcrepl_tailer', admin: 'mcrepl_ops', writer: 'mcrepl_writer' } as const;
+
+/** Connection settings of the stack, for the example config, the demo and the tests. */
+export function stackEnv(layout = stackLayout()): Record<string, string> {
+  const role = (r: keyof typeof STACK_ROLE_USERS) => {
+    ensureSecret(layout.secretsDir, `mysql-role-${r}`);
+    return JSON.stringify({ user: STACK_ROLE_USERS[r], passwordFile: path.join(layout.secretsDir, `mysql-role-${r}`), host: '127.0.0.1' });
+  };
+  return {
+    MCREPL_MYSQL__HOST: '127.0.0.1',
+    MCREPL_MYSQL__PORT: String(layout.mariadb.port),
+    MCREPL_MYSQL__USER: STACK_ADMIN_USER,
+    MCREPL_MYSQL__PASSWORD_FILE: path.join(layout.secretsDir, 'mysql-admin'),
+    MCREPL_MYSQL__TAILER: role('tailer'),
+    MCREPL_MYSQL__ADMIN: role('admin'),
+    MCREPL_MYSQL__WRITER: role('writer'),
+    MCREPL_REDIS__PORT: String(layout.redis.port),
+    MCREPL_REDIS__PASSWORD_FILE: path.join(layout.secretsDir, 'redis'),
+  };
+}
+
+async function main(argv: string[]): Promise<number> {
+  const cmd = argv[0] ?? 'status';
+  const layout = stackLayout();
+  switch (cmd) {
+    case 'up': {
+      const { started } = await up(layout);
+      log(started.length ? `started: ${started.join(', ')}` : 'already running');
+      for (const s of status(layout)) log(`${s.name.padEnd(18)} 127.0.0.1:${s.port}  pid ${s.pid}`);
+      return 0;
+    }
+    case 'down': {
+      const stopped = await down(layout);
+      log(stopped.length ? `stopped: ${stopped.join(', ')}` : 'nothing was running');
+      return 0;
+    }
+    case 'status': {
+      let allUp = true;
+      for (const s of status(layout)) {
+        allUp &&= s.pid !== undefined;
+        log(`${s.name.padEnd(18)} 127.0.0.1:${s.port}  ${s.pid ? `running, pid ${s.pid}` : 'stopped'}`);
+      }
+      return allUp ? 0 : 3;
+    }
+    default:
+      process.stderr.write('usage: stack.js up | down | status\n');
+      return 2;
+  }
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
+  main(process.argv.slice(2)).then((code) => process.exit(code), (err) => {
+    process.stderr.write(`[stack] ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
+}

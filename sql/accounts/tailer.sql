@@ -1,0 +1,12 @@
+-- =============================================================================================
+-- The tailer's account: reads the binlog, checks the server, nothing else.
+--   REPLICATION SLAVE    to stream the binlog (COM_BINLOG_DUMP)
+--   REPLICATION CLIENT   SHOW BINARY LOGS / MASTER STATUS (MariaDB: BINLOG MONITOR, same grant)
+--   SELECT on the schema column metadata of mc_storage and the preflight's checks
+-- Run by `mcrepl schema install` when mysql.tailer is configured; {{account}} and {{db}} are
+-- replaced (quoted) by the installer, the password is passed separately, never in this text.
+-- =============================================================================================
+CREATE USER IF NOT EXISTS {{account}} IDENTIFIED BY {{password}};
+ALTER USER {{account}} IDENTIFIED BY {{password}};
+GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO {{account}};
+GRANT SELECT ON {{db}}.* TO {{account}};

@@ -1,0 +1,32 @@
+/** `mcrepl run`, `mcrepl tailer`, `mcrepl worker <dc>`. */
+import { ConfigError } from '../../errors.js';
+import { DatacenterWorker } from '../../sink/datacenter-worker.js';
+import { Tailer } from '../../source/tailer.js';
+import type { Context } from '../context.js';
+import { runDaemon, type ComponentSpec } from './daemon.js';
+
+function workersFor(ctx: Context, dcs: string[]): ComponentSpec[] {
+  return dcs.map((dc) => {
+    if (!ctx.config.datacenters[dc]) {
+      throw new ConfigError([`no data center named '${dc}' in the config (known: ${Object.keys(ctx.config.datacenters).join(', ')})`]);
+    }
+    return { name: `worker ${dc}`, create: () => new DatacenterWorker(ctx.config, dc, { logger: ctx.logger }) };
+  });
+}
+
+function tailer(ctx: Context, resetCheckpoint: boolean): ComponentSpec {
+  // A replacement never resets again: it resumes from what its predecessor saved.
+  return { name: 'tailer', create: (attempt) => new Tailer(ctx.config, { logger: ctx.logger.child({ c: 'tailer' }), resetCheckpoint: resetCheckpoint && attempt === 0 }) };
+}
+
+export function runAll(ctx: Context, opts: { resetCheckpoint?: boolean }): Promise<number> {
+  return runDaemon([...workersFor(ctx, Object.keys(ctx.config.datacenters)), tailer(ctx, opts.resetCheckpoint ?? false)], ctx.logger);
+}
+
+export function runTailer(ctx: Context, opts: { resetCheckpoint?: boolean }): Promise<number> {
+  return runDaemon([tailer(ctx, opts.resetCheckpoint ?? false)], ctx.logger);
+}
+
+export function runWorkers(ctx: Context, dcs: string[]): Promise<number> {
+  return runDaemon(workersFor(ctx, dcs), ctx.logger);
+}

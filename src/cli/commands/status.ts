@@ -1,0 +1,111 @@
+/** `mcrepl status`: checkpoint, who is active, per-data-center backlog, dead letters. */
+import { Lease } from '../../coordination/lease.js';
+import { withRedis } from '../../coordination/redis.js';
+import { DeadLetterStore } from '../../fanout/dead-letters.js';
+import { RedisKeys } from '../../fanout/redis-keys.js';
+import { datacenterDepth, datacenterMemory, readTopology, type QueueDepth } from '../../fanout/topology.js';
+import { serverStateOf } from '../../sink/datacenter-worker.js';
+import { RedisCheckpointStore, describePosition, type Checkpoint } from '../../source/checkpoint-store.js';
+import type { Context } from '../context.js';
+
+export interface ServerReport {
+  address: string;
+  /** As the data center's workers last recorded it; unknown before they first ran. */
+  health: string;
+  mustFlush: boolean;
+  since?: string;
+  /** Ops kept for it while it is down, and the Redis memory they take. */
+  missedOps: number;
+  missedBytes: number;
+}
+
+export interface StatusReport {
+  checkpoint: (Checkpoint & { ageMs: number }) | null;
+  tailer: string | null;
+  partitions: number;
+  datacenters: { name: string; worker: string | null; queued: QueueDepth; redisBytes: number; servers: ServerReport[] }[];
+  deadLetters: { total: number; recent: unknown[] };
+}
+
+export async function collectStatus(ctx: Context): Promise<StatusReport> {
+  return withRedis(ctx.config.redis, 'status', async (redis) => {
+    const keys = new RedisKeys(ctx.config.redis.prefix);
+    const topology = (await readTopology(redis, keys)) ?? { partitions: ctx.config.partitions, datacenters: Object.keys(ctx.config.datacenters) };
+    const dcs = [...new Set([...topology.datacenters, ...Object.keys(ctx.config.datacenters)])];
+    const cp = await new RedisCheckpointStore(redis, keys).load();
+    const dl = new DeadLetterStore(redis, keys, ctx.config.deadLetters.maxEntries);
+    return {
+      checkpoint: cp ? { ...cp, ageMs: Date.now() - cp.savedAt } : null,
+      tailer: await Lease.holder(redis, keys.tailerLease),
+      partitions: topology.partitions,
+      datacenters: await Promise.all(
+        dcs.map(async (name) => {
+          const states = await redis.hgetall(keys.servers(name));
+          const servers: ServerReport[] = await Promise.all(
+            (ctx.config.datacenters[name]?.servers ?? Object.keys(states)).map(async (address) => {
+              const st = serverStateOf(states[address]);
+              const missedKey = keys.missed(name, address);
+              return {
+                address,
+                health: st?.health ?? 'unknown',
+                mustFlush: st?.mustFlush ?? false,
+                ...(st?.since ? { since: st.since } : {}),
+                missedOps: await redis.hlen(missedKey),
+                missedBytes: Number((await redis.call('MEMORY', 'USAGE', missedKey)) ?? 0),
+              };
+            }),
+          );
+          return {
+            name,
+            worker: await Lease.holder(redis, keys.workerLease(name)),
+            queued: await datacenterDepth(redis, keys, name, topology.partitions),
+            redisBytes: (await datacenterMemory(redis, keys, name, topology.partitions)) + servers.reduce((n, sv) => n + sv.missedBytes, 0),
+            servers,
+          };
+        }),
+      ),
+      deadLetters: { total: await dl.count(), recent: await dl.recent(5) },
+    };
+  });
+}
+
+function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+export async function status(ctx: Context, opts: { json?: boolean }): Promise<number> {
+  const r = await collectStatus(ctx);
+  if (opts.json) {
+    process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+    return 0;
+  }
+  const lines: string[] = [];
+  const cp = r.checkpoint;
+  lines.push(`checkpoint    ${cp ? `${describePosition(cp.position)}, transaction #${cp.txnSeq}, saved ${(cp.ageMs / 1000).toFixed(1)} s ago` : 'none (the tailer has not run yet)'}`);
+  lines.push(`tailer        ${r.tailer ? `active: ${r.tailer}` : 'none holds the lease (not running)'}`);
+  lines.push(`partitions    ${r.partitions}`);
+  lines.push('');
+  lines.push(`${'data center'.padEnd(14)}${'queued'.padStart(8)}${'active'.padStart(8)}${'failed'.padStart(8)}${'redis'.padStart(11)}  worker group`);
+  for (const d of r.datacenters) {
+    lines.push(
+      `${d.name.padEnd(14)}${String(d.queued.waiting + d.queued.delayed).padStart(8)}${String(d.queued.active).padStart(8)}${String(d.queued.failed).padStart(8)}${formatBytes(d.redisBytes).padStart(11)}  ${d.worker ?? 'not running'}`,
+    );
+    for (const sv of d.servers) {
+      const extra = [
+        sv.health !== 'healthy' && sv.since ? `since ${sv.since}` : '',
+        sv.missedOps ? `${sv.missedOps} missed ops kept (${formatBytes(sv.missedBytes)})` : '',
+        sv.mustFlush ? 'will be flushed before use' : '',
+      ].filter(Boolean);
+      lines.push(`  ${sv.address.padEnd(24)}${sv.health}${extra.length ? `, ${extra.join(', ')}` : ''}`);
+    }
+  }
+  lines.push('');
+  lines.push(`dead letters  ${r.deadLetters.total}${r.deadLetters.total ? ' (latest first):' : ''}`);
+  for (const e of r.deadLetters.recent as { at: string; stage: string; dc?: string; reason: string; op: Record<string, unknown> }[]) {
+    lines.push(`  ${e.at}  ${e.stage}${e.dc ? `/${e.dc}` : ''}  ${e.reason}  ${JSON.stringify(e.op)}`);
+  }
+  process.stdout.write(`${lines.join('\n')}\n`);
+  return 0;
+}

@@ -1,0 +1,105 @@
+/**
+ * The `mcrepl` command line. Every command reads one config file (--config, $MCREPL_CONFIG or
+ * ./mcrepl.yaml) plus MCREPL_* environment overrides.
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import YAML from 'yaml';
+import { context, EXIT, reportError, type GlobalOptions } from './context.js';
+import { flush } from './commands/flush.js';
+import { runAll, runTailer, runWorkers } from './commands/pipeline.js';
+import { schemaInstall } from './commands/schema.js';
+import { status } from './commands/status.js';
+
+const program = new Command();
+
+function positiveSeconds(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a number of seconds greater than 0');
+  return n;
+}
+const globals = (): GlobalOptions => program.opts<GlobalOptions>();
+
+program
+  .name('mcrepl')
+  .description('Replicate cache writes from MySQL into memcached in every data center.')
+  .option('-c, --config <file>', 'config file (YAML or JSON); default $MCREPL_CONFIG, then ./mcrepl.yaml')
+  .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+  .showHelpAfterError()
+  // Set before the subcommands are added, so they inherit it: usage errors exit 2.
+  .exitOverride((err) => {
+    process.exit(err.exitCode === 0 ? 0 : EXIT.usage);
+  })
+  .addHelpText(
+    'after',
+    `
+Environment: any option can be set as MCREPL_<SECTION>__<FIELD>, e.g. MCREPL_MYSQL__PASSWORD_FILE,
+MCREPL_REDIS__PORT, MCREPL_DATACENTERS__EAST__SERVERS='["10.0.0.5:11211"]'.
+Exit codes: 0 ok, 1 failure, 2 bad usage or config, 3 MySQL not ready (preflight), 4 binlog purged.`,
+  );
+
+let result: Promise<number> = Promise.resolve(EXIT.ok);
+const run = (fn: () => Promise<number>) => {
+  result = (async () => {
+    try {
+      return await fn();
+    } catch (err) {
+      return reportError(err);
+    }
+  })();
+};
+
+program
+  .command('run', { isDefault: true })
+  .description('run the tailer and the workers of every data center in one process (the local default)')
+  .option('--reset-checkpoint', 'ignore the saved checkpoint and start at the current end of the binlog')
+  .action((opts: { resetCheckpoint?: boolean }) => run(() => runAll(context(globals(), 'mcrepl'), opts)));
+
+program
+  .command('tailer')
+  .description('run only the tailer: binlog → queues (run two for a standby: one holds the lease)')
+  .option('--reset-checkpoint', 'ignore the saved checkpoint and start at the current end of the binlog')
+  .action((opts: { resetCheckpoint?: boolean }) => run(() => runTailer(context(globals(), 'tailer'), opts)));
+
+program
+  .command('worker')
+  .description("run one data center's workers: queues → that data center's memcached servers")
+  .argument('<dc...>', 'data center name(s) from the config')
+  .action((dcs: string[]) => run(() => runWorkers(context(globals(), 'worker'), dcs)));
+
+program
+  .command('flush')
+  .description('delete every key of a namespace in every data center; waits until all have applied it')
+  .argument('<namespace>', 'namespace name (or ns_id)')
+  .option('--timeout <seconds>', 'give up waiting after this long (exit 1; the flush still completes later)', positiveSeconds, 300)
+  .option('--no-wait', 'return once the deletes are written to MySQL')
+  .action((namespace: string, opts: { wait: boolean; timeout: number }) => run(() => flush(context(globals(), 'flush', true), namespace, opts)));
+
+program
+  .command('status')
+  .description('checkpoint, active tailer and worker groups, per-data-center queue depth, dead letters')
+  .option('--json', 'machine-readable output')
+  .action((opts: { json?: boolean }) => run(() => status(context(globals(), 'status', true), opts)));
+
+const schema = program.command('schema').description('manage the SQL surface (tables, trigger, procedures)');
+schema
+  .command('install')
+  .description('create the database if needed and install or upgrade every table, function, trigger and procedure of sql/')
+  .action(() => run(() => schemaInstall(context(globals(), 'schema', true))));
+
+program
+  .command('config')
+  .description('validate the configuration and print it with every default filled (secrets hidden)')
+  .action(() =>
+    run(async () => {
+      const { config, configFile } = context(globals(), 'config', true);
+      const shown = structuredClone(config);
+      for (const s of [shown.mysql, shown.redis]) if (s.password !== undefined) s.password = '[redacted]';
+      process.stdout.write(`# ${configFile ?? 'no config file'} + environment\n${YAML.stringify(shown)}`);
+      return EXIT.ok;
+    }),
+  );
+
+await program.parseAsync(process.argv);
+process.exitCode = await result;
+// Daemons return once stopped; anything left (sockets being torn down) must not hold the exit.
+if (process.exitCode !== undefined) setTimeout(() => process.exit(process.exitCode as number), 200).unref();

@@ -1,0 +1,189 @@
+/**
+ * The configuration schema: the single source of truth for every option, its type and its
+ * default. Types are inferred from it. See config/mcrepl.example.yaml for a commented example.
+ */
+import { z } from 'zod';
+
+const port = z.coerce.number().int().min(1).max(65535);
+const positiveInt = z.coerce.number().int().positive();
+const nonNegativeInt = z.coerce.number().int().min(0);
+const bool = z.union([z.boolean(), z.stringbool()]);
+
+/** `host:port` of one memcached server. */
+export const serverAddress = z
+  .string()
+  .regex(/^[A-Za-z0-9_.-]+:\d{1,5}$/, 'expected host:port, e.g. 10.0.0.5:11211');
+
+/** Data-center names appear in queue names and Redis keys, so they are kept simple. */
+export const datacenterName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'data-center names are 1-32 characters of a-z, 0-9, _ and -, starting with a letter or digit');
+
+const secretFields = {
+  /** Password inline (prefer `passwordFile` or the environment; never pass it on a command line). */
+  password: z.string().optional(),
+  /** File whose first line is the password (e.g. a mounted secret). */
+  passwordFile: z.string().optional(),
+};
+
+/**
+ * A MySQL account of its own for one role (least privilege). `mcrepl schema install` creates it
+ * (with `host` as its host part) and grants exactly what the role needs; the component of that
+ * role then connects with it instead of mysql.user.
+ */
+export const mysqlAccountSchema = z.strictObject({
+  user: z.string().min(1).max(80),
+  ...secretFields,
+  /** Host part of the account (`'user'@'host'`), e.g. the application servers' subnet. */
+  host: z.string().min(1).default('%'),
+});
+
+export const mysqlSchema = z.strictObject({
+  host: z.string().min(1).default('127.0.0.1'),
+  port: port.default(3306),
+  /** The account `schema install` runs as (it creates the others); the default for every role. */
+  user: z.string().min(1).default('mcrepl'),
+  ...secretFields,
+  /** The tailer's account: REPLICATION SLAVE, REPLICATION CLIENT (BINLOG MONITOR), SELECT on the schema. */
+  tailer: mysqlAccountSchema.optional(),
+  /** The operators' account (flush, status, verify): SELECT and EXECUTE on the schema. */
+  admin: mysqlAccountSchema.optional(),
+  /** The applications' account: EXECUTE on the procedures and INSERT on mc_storage, nothing else. */
+  writer: mysqlAccountSchema.optional(),
+  /** Schema holding mc_storage, mc_stored_keys and the procedures. */
+  database: z.string().regex(/^[A-Za-z0-9_$]{1,64}$/, 'expected a plain schema name').default('memcached'),
+  /**
+   * server_id the tailer presents to MySQL when it reads the binlog. Must differ from the
+   * server's own and from every replica's.
+   */
+  serverId: z.coerce.number().int().min(1).max(4294967295).default(5_101_987),
+  connectTimeoutMs: positiveInt.default(10_000),
+});
+
+export const redisSchema = z.strictObject({
+  host: z.string().min(1).default('127.0.0.1'),
+  port: port.default(6379),
+  username: z.string().optional(),
+  ...secretFields,
+  db: nonNegativeInt.default(0),
+  /** Connect with TLS: `true` (system CAs), or files for a private CA and client certificates. */
+  tls: z
+    .union([
+      bool,
+      z.strictObject({
+        caFile: z.string().optional(),
+        certFile: z.string().optional(),
+        keyFile: z.string().optional(),
+        /** Name to check the server certificate against (default: host). */
+        servername: z.string().optional(),
+        rejectUnauthorized: bool.default(true),
+      }),
+    ])
+    .default(false),
+  /** Prefix of every Redis key and BullMQ queue mcrepl uses; two deployments on one Redis need different prefixes. */
+  prefix: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected 1-64 characters of A-Z, a-z, 0-9, _ . -').default('mcrepl'),
+});
+
+export const datacenterSchema = z.strictObject({
+  /**
+   * How keys are placed on this data center's servers. `replicate`: every server gets every
+   * key (redundancy; reads survive a dead server).
+   */
+  routing: z.enum(['replicate']).default('replicate'),
+  /** The memcached servers of this data center. */
+  servers: z.array(serverAddress).min(1, 'a data center needs at least one memcached server'),
+});
+
+export const memcachedSchema = z.strictObject({
+  /** SASL (binary protocol) credentials, for servers started with -S. */
+  username: z.string().optional(),
+  ...secretFields,
+  /** memcached's item size limit (-I); keep it equal to mc_settings.max_item_bytes. */
+  maxItemBytes: positiveInt.default(1_048_576),
+  /** Per-request timeout. */
+  timeoutMs: positiveInt.default(2_000),
+  /** Connection timeout. */
+  connectTimeoutMs: positiveInt.default(2_000),
+});
+
+export const tailerSchema = z.strictObject({
+  /** A batch becomes jobs once it holds this many ops... */
+  batchMaxOps: positiveInt.default(5_000),
+  /** ...or this many bytes of keys and values... */
+  batchMaxBytes: positiveInt.default(8 * 1024 * 1024),
+  /** ...or when the binlog has been quiet for this long (ms). */
+  lingerMs: nonNegativeInt.default(1),
+  /** Pause reading the binlog while this many bytes of ops wait to be enqueued. */
+  maxPendingBytes: positiveInt.default(64 * 1024 * 1024),
+  /** Save the checkpoint at least this often while only other tables' transactions pass (ms). */
+  checkpointIntervalMs: positiveInt.default(1_000),
+  /** Reconnect backoff after a binlog connection error (ms). */
+  reconnectInitialMs: positiveInt.default(200),
+  reconnectMaxMs: positiveInt.default(10_000),
+  /** Lease that keeps a single tailer active (ms). */
+  leaseTtlMs: positiveInt.default(10_000),
+  /** The server sends a heartbeat when the binlog is idle this long (ms). */
+  heartbeatMs: positiveInt.default(2_000),
+  /**
+   * Nothing at all received (no event, no heartbeat) for this long means the connection died
+   * silently: reconnect (ms).
+   */
+  stallTimeoutMs: positiveInt.default(10_000),
+});
+
+export const workerSchema = z.strictObject({
+  /** How often a server that is down is asked whether it is back (ms). */
+  probeIntervalMs: positiveInt.default(500),
+  /**
+   * When a server that was paused or cut off answers again, wait this long before replaying
+   * its missed ops, so that requests it still holds from before land first (ms).
+   */
+  settleMs: nonNegativeInt.default(1_000),
+  /** Missed ops kept per server while it is down (distinct keys; more → it is flushed on return). */
+  missedOpsMaxKeys: positiveInt.default(100_000),
+  /** ...and their bytes. */
+  missedOpsMaxBytes: positiveInt.default(64 * 1024 * 1024),
+  /** Lease that keeps a single worker group active per data center (ms). */
+  leaseTtlMs: positiveInt.default(10_000),
+  /** How long SIGTERM waits for the job in hand before leaving it for the next start (ms). */
+  shutdownGraceMs: positiveInt.default(10_000),
+});
+
+export const configSchema = z
+  .object({
+    mysql: mysqlSchema.prefault({}),
+    redis: redisSchema.prefault({}),
+    /**
+     * Ops are spread over this many queues per data center by hash(key); each queue is
+     * consumed in order by one consumer. Change it only while every queue is empty.
+     */
+    partitions: z.coerce.number().int().min(1).max(1024).default(16),
+    datacenters: z.record(datacenterName, datacenterSchema).refine((d) => Object.keys(d).length > 0, {
+      message: 'at least one data center is required',
+    }),
+    memcached: memcachedSchema.prefault({}),
+    tailer: tailerSchema.prefault({}),
+    worker: workerSchema.prefault({}),
+    deadLetters: z
+      .strictObject({
+        /** Most recent dead letters kept in Redis (older ones are dropped, but still counted). */
+        maxEntries: positiveInt.default(10_000),
+      })
+      .prefault({}),
+    log: z
+      .strictObject({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .prefault({}),
+  })
+  .strict();
+
+/** Config as written (before defaults). */
+export type ConfigInput = z.input<typeof configSchema>;
+/** Config with every default filled and secrets resolved. */
+export type ResolvedConfig = z.output<typeof configSchema>;
+export type MysqlConfig = ResolvedConfig['mysql'];
+export type MysqlAccount = NonNullable<MysqlConfig['tailer']>;
+export type MysqlRole = 'tailer' | 'admin' | 'writer';
+export type RedisConfig = ResolvedConfig['redis'];
+export type DatacenterConfig = ResolvedConfig['datacenters'][string];

@@ -1,0 +1,164 @@
+/**
+ * A lease in Redis: at most one holder at a time, renewed while the holder lives, released on
+ * clean shutdown and expiring by itself after a crash. The tailer holds one (one active tailer
+ * per source) and each data center's worker group holds one (one consumer per partition queue,
+ * which is what keeps per-key order).
+ *
+ * Fencing: the holder counts the lease as its own only until two thirds of the TTL after the
+ * last renewal Redis confirmed (renewals run every third of the TTL). Past that, whether Redis is
+ * unreachable or the process was paused, it is `lost`, and the holder must stop acting before
+ * another process can acquire it (at the full TTL). Writes that must never come from a stale
+ * holder (the checkpoint, the applied watermarks) also check the owner inside Redis, in the same
+ * script (`fenced`).
+ */
+import { EventEmitter } from 'node:events';
+import os from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { Logger } from '../observability/logger.js';
+import { LeaseLostError } from '../errors.js';
+
+const RENEW = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;
+const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
+
+export interface LeaseEvents {
+  lost: [LeaseLostError];
+}
+
+export class Lease extends EventEmitter<LeaseEvents> {
+  readonly owner = `${os.hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
+  private timer: NodeJS.Timeout | undefined;
+  private watchdog: NodeJS.Timeout | undefined;
+  private held = false;
+  /** When the last confirmed (re)acquisition was sent. */
+  private renewedAt = 0;
+
+  constructor(
+    private readonly redis: Redis,
+    readonly key: string,
+    private readonly ttlMs: number,
+    private readonly logger: Logger,
+  ) {
+    super();
+  }
+
+  /** Held, and recently enough confirmed that nobody else can hold it yet. */
+  get isHeld(): boolean {
+    return this.held && Date.now() < this.validUntil;
+  }
+
+  private get validUntil(): number {
+    return this.renewedAt + Math.floor((this.ttlMs * 2) / 3);
+  }
+
+  /** Who holds the lease now, if anyone. */
+  static holder(redis: Redis, key: string): Promise<string | null> {
+    return redis.get(key);
+  }
+
+  /** Waits until the lease is ours (or `signal` aborts). */
+  async acquire(signal?: AbortSignal): Promise<void> {
+    let announced = false;
+    for (;;) {
+      signal?.throwIfAborted();
+      const sentAt = Date.now();
+      const ok = await this.redis.set(this.key, this.owner, 'PX', this.ttlMs, 'NX');
+      if (ok === 'OK') {
+        this.renewedAt = sentAt;
+        break;
+      }
+      if (!announced) {
+        const holder = await this.redis.get(this.key);
+        this.logger.info({ lease: this.key, holder }, 'waiting for the lease held by another process');
+        announced = true;
+      }
+      await sleep(Math.max(100, Math.floor(this.ttlMs / 10)), signal);
+    }
+    this.held = true;
+    this.logger.info({ lease: this.key, owner: this.owner }, 'lease acquired');
+    this.timer = setInterval(() => void this.renew(), Math.max(50, Math.floor(this.ttlMs / 3)));
+    this.timer.unref();
+    this.armWatchdog();
+  }
+
+  private armWatchdog(): void {
+    clearTimeout(this.watchdog);
+    this.watchdog = setTimeout(() => {
+      if (this.held && Date.now() >= this.validUntil) this.lose('not renewed in time (Redis unreachable, or this process was paused)');
+      else if (this.held) this.armWatchdog();
+    }, Math.max(10, this.validUntil - Date.now()));
+    this.watchdog.unref();
+  }
+
+  private async renew(): Promise<void> {
+    if (!this.held) return;
+    const sentAt = Date.now();
+    try {
+      const ok = (await this.redis.eval(RENEW, 1, this.key, this.owner, String(this.ttlMs))) as number;
+      if (!this.held) return;
+      if (ok !== 1) this.lose('taken over, or expired');
+      else {
+        this.renewedAt = sentAt;
+        this.armWatchdog();
+      }
+    } catch (err) {
+      // Cannot prove we still hold it; the watchdog gives it up when the time runs out.
+      this.logger.warn({ lease: this.key, err }, 'could not renew the lease');
+    }
+  }
+
+  private lose(why: string): void {
+    if (!this.held) return;
+    this.held = false;
+    clearInterval(this.timer);
+    clearTimeout(this.watchdog);
+    const err = new LeaseLostError(this.key);
+    this.logger.error({ lease: this.key, why }, err.message);
+    this.emit('lost', err);
+  }
+
+  /**
+   * Runs `script` (keys and args after the lease's) only if we still own the lease, atomically
+   * in Redis; resolves to its result, or throws LeaseLostError.
+   */
+  async fenced(script: string, keys: string[], args: (string | Buffer)[]): Promise<unknown> {
+    if (!this.isHeld) throw new LeaseLostError(this.key);
+    const wrapped = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {err='LEASE_LOST'} end\n${script}`;
+    try {
+      return await this.redis.eval(wrapped, keys.length + 1, this.key, ...keys, this.owner, ...args);
+    } catch (err) {
+      if (/LEASE_LOST/.test(String(err))) {
+        this.lose('another process owns it');
+        throw new LeaseLostError(this.key);
+      }
+      throw err;
+    }
+  }
+
+  async release(): Promise<void> {
+    clearInterval(this.timer);
+    clearTimeout(this.watchdog);
+    if (!this.held) return;
+    this.held = false;
+    try {
+      await this.redis.eval(RELEASE, 1, this.key, this.owner);
+    } catch (err) {
+      this.logger.warn({ lease: this.key, err }, 'could not release the lease; it will expire by itself');
+    }
+  }
+}
+
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal!.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}

@@ -1,0 +1,146 @@
+/**
+ * The payload of one BullMQ job: a run of ops for one (data center, partition), in source
+ * order. Ops are packed in a compact binary form (keys and values are arbitrary bytes, and a
+ * job carries thousands of ops) and the job data holds it as base64.
+ *
+ *   set:    u8 1 | f64 t | i32 nsId | u32 expiresAt | u16 keyLen | key | u32 valueLen | value
+ *   delete: u8 2 | f64 t | i32 nsId | u16 keyLen | key
+ *   flush:  u8 3 | f64 t | i32 nsId | f64 flushId | u8 tokenLen | token
+ */
+import { McreplError } from '../errors.js';
+import type { Op } from './op.js';
+
+export const JOB_FORMAT_VERSION = 1;
+
+export interface JobData {
+  /** Format version. */
+  v: number;
+  /** Epoch of the tailer stream the ops' `t` numbers belong to. */
+  e: string;
+  /** Number of ops. */
+  n: number;
+  /** The packed ops, base64. */
+  b: string;
+}
+
+const KIND_SET = 1;
+const KIND_DELETE = 2;
+const KIND_FLUSH = 3;
+
+export function encodedSize(op: Op): number {
+  switch (op.kind) {
+    case 'set':
+      return 1 + 8 + 4 + 4 + 2 + op.key.length + 4 + op.value.length;
+    case 'delete':
+      return 1 + 8 + 4 + 2 + op.key.length;
+    case 'flush':
+      return 1 + 8 + 4 + 8 + 1 + Buffer.byteLength(op.token);
+  }
+}
+
+export function encodeOps(ops: readonly Op[]): Buffer {
+  let size = 0;
+  for (const op of ops) size += encodedSize(op);
+  const buf = Buffer.allocUnsafe(size);
+  let o = 0;
+  for (const op of ops) {
+    switch (op.kind) {
+      case 'set':
+        o = buf.writeUInt8(KIND_SET, o);
+        o = buf.writeDoubleBE(op.t, o);
+        o = buf.writeInt32BE(op.nsId, o);
+        o = buf.writeUInt32BE(op.expiresAt, o);
+        o = buf.writeUInt16BE(op.key.length, o);
+        o += op.key.copy(buf, o);
+        o = buf.writeUInt32BE(op.value.length, o);
+        o += op.value.copy(buf, o);
+        break;
+      case 'delete':
+        o = buf.writeUInt8(KIND_DELETE, o);
+        o = buf.writeDoubleBE(op.t, o);
+        o = buf.writeInt32BE(op.nsId, o);
+        o = buf.writeUInt16BE(op.key.length, o);
+        o += op.key.copy(buf, o);
+        break;
+      case 'flush':
+        o = buf.writeUInt8(KIND_FLUSH, o);
+        o = buf.writeDoubleBE(op.t, o);
+        o = buf.writeInt32BE(op.nsId, o);
+        o = buf.writeDoubleBE(op.flushId, o);
+        o = buf.writeUInt8(Buffer.byteLength(op.token), o);
+        o += buf.write(op.token, o);
+        break;
+    }
+  }
+  return buf;
+}
+
+export function decodeOps(buf: Buffer): Op[] {
+  const ops: Op[] = [];
+  let o = 0;
+  // Every read is bounds-checked, so a damaged payload is reported as such, never as a raw
+  // RangeError or (worse) as ops made of the wrong bytes.
+  const need = (n: number, what: string) => {
+    if (o + n > buf.length) throw corrupt(`truncated op (${what} at byte ${o} of ${buf.length})`);
+  };
+  while (o < buf.length) {
+    need(13, 'op header');
+    const kind = buf.readUInt8(o);
+    const t = buf.readDoubleBE(o + 1);
+    const nsId = buf.readInt32BE(o + 9);
+    o += 13;
+    if (kind === KIND_SET) {
+      need(6, 'expiry and key length');
+      const expiresAt = buf.readUInt32BE(o);
+      const keyLen = buf.readUInt16BE(o + 4);
+      o += 6;
+      need(keyLen, 'key');
+      const key = buf.subarray(o, o + keyLen);
+      o += keyLen;
+      need(4, 'value length');
+      const valueLen = buf.readUInt32BE(o);
+      o += 4;
+      need(valueLen, 'value');
+      const value = buf.subarray(o, o + valueLen);
+      o += valueLen;
+      ops.push({ kind: 'set', t, nsId, key, value, expiresAt });
+    } else if (kind === KIND_DELETE) {
+      need(2, 'key length');
+      const keyLen = buf.readUInt16BE(o);
+      o += 2;
+      need(keyLen, 'key');
+      ops.push({ kind: 'delete', t, nsId, key: buf.subarray(o, o + keyLen) });
+      o += keyLen;
+    } else if (kind === KIND_FLUSH) {
+      need(9, 'flush id and token length');
+      const flushId = buf.readDoubleBE(o);
+      const tokenLen = buf.readUInt8(o + 8);
+      o += 9;
+      need(tokenLen, 'flush token');
+      ops.push({ kind: 'flush', t, nsId, flushId, token: buf.toString('utf8', o, o + tokenLen) });
+      o += tokenLen;
+    } else {
+      throw corrupt(`unknown op kind ${kind} at byte ${o - 13}`);
+    }
+  }
+  return ops;
+}
+
+/** A payload that cannot be read. Not retriable: the same bytes give the same answer. */
+function corrupt(detail: string): McreplError {
+  return new McreplError('JOB_CORRUPT', `corrupt job payload: ${detail}`);
+}
+
+export function encodeJob(epoch: string, ops: readonly Op[]): JobData {
+  return { v: JOB_FORMAT_VERSION, e: epoch, n: ops.length, b: encodeOps(ops).toString('base64') };
+}
+
+export function decodeJob(data: JobData): { epoch: string; ops: Op[] } {
+  if (data?.v !== JOB_FORMAT_VERSION) {
+    throw new McreplError('JOB_FORMAT_UNSUPPORTED', `job format ${data?.v} is not understood by this worker (expects ${JOB_FORMAT_VERSION}); upgrade the workers`);
+  }
+  if (typeof data.b !== 'string') throw corrupt('no op payload');
+  const ops = decodeOps(Buffer.from(data.b, 'base64'));
+  if (ops.length !== data.n) throw corrupt(`${ops.length} ops decoded, header says ${data.n}`);
+  return { epoch: data.e, ops };
+}

@@ -1,0 +1,377 @@
+/**
+ * The worker group of one data center: one BullMQ consumer per partition queue, each at
+ * concurrency 1, so ops on a key are applied in source order.
+ *
+ * - A lease makes sure only one group per data center consumes (two would reorder a queue).
+ * - Each partition remembers the last op it applied (`epoch:t`); ops at or below it (replays
+ *   after a tailer restart) are skipped, so a replay never moves a key back to an older value.
+ * - A job left "active" by a worker that died is handled first at start, before anything
+ *   newer, with the same skip rule (BullMQ would otherwise run it after newer jobs).
+ * - Jobs never fail: transient memcached errors are retried inside the job; ops refused for
+ *   good become dead letters. On shutdown, a job that cannot finish in the grace period stays
+ *   active and is picked up again by the next start.
+ */
+import { EventEmitter } from 'node:events';
+import { Queue, Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { ResolvedConfig } from '../config/schema.js';
+import { Lease, sleep } from '../coordination/lease.js';
+import { Lifecycle, type LifecycleState } from '../coordination/lifecycle.js';
+import { RedisRestartDetector, connectRedis } from '../coordination/redis.js';
+import { errorMessage, McreplError } from '../errors.js';
+import { DeadLetterStore } from '../fanout/dead-letters.js';
+import { decodeJob, type JobData } from '../fanout/job-codec.js';
+import { printableKey, type FlushMarkerOp } from '../fanout/op.js';
+import { RedisKeys } from '../fanout/redis-keys.js';
+import { readTopology } from '../fanout/topology.js';
+import type { Logger } from '../observability/logger.js';
+import { memjsWriterFactory, type WriterFactory } from './memcached-writer.js';
+import { MetaClient } from './meta-client.js';
+import { RedisMissedOpStore } from './missed-ops.js';
+import { OpApplier } from './op-applier.js';
+import { ServerChannel, type ChannelStore, type Refusal, type SavedServerState, type WriteableOp } from './server-channel.js';
+import { createRoute } from './routing.js';
+
+export type WorkerState = LifecycleState;
+
+/** Flush records expire after a week. */
+const FLUSH_RECORD_TTL_S = 7 * 24 * 3600;
+
+/**
+ * Records a job as applied (inside Lease.fenced: KEYS[1]/ARGV[1] are the lease's).
+ * KEYS[2] applied hash, KEYS[3..] flush records; ARGV[2] partition, ARGV[3] epoch,
+ * ARGV[4] t ('' = unchanged), ARGV[5] flush record TTL.
+ */
+const RECORD_PROGRESS = `
+if ARGV[4] ~= '' then
+  local cur = redis.call('HGET', KEYS[2], ARGV[2])
+  local e, t = nil, nil
+  if cur then e, t = string.match(cur, '^(.*):(%d+)$') end
+  if not (e == ARGV[3] and tonumber(t) >= tonumber(ARGV[4])) then
+    redis.call('HSET', KEYS[2], ARGV[2], ARGV[3] .. ':' .. ARGV[4])
+  end
+end
+for i = 3, #KEYS do
+  redis.call('SADD', KEYS[i], ARGV[2])
+  redis.call('EXPIRE', KEYS[i], ARGV[5])
+end
+return 1`;
+
+/** A server's state as recorded in Redis (`<prefix>:servers:<dc>`). */
+export type ServerState = SavedServerState & { since: string };
+
+export function serverStateOf(raw: string | undefined): ServerState | undefined {
+  if (!raw) return undefined;
+  try {
+    return JSON.parse(raw) as ServerState;
+  } catch {
+    return undefined;
+  }
+}
+
+interface Watermark {
+  epoch: string;
+  t: number;
+}
+
+export interface DatacenterWorkerOptions {
+  logger: Logger;
+  writerFactory?: WriterFactory;
+}
+
+export interface DatacenterWorkerEvents {
+  state: [WorkerState];
+  /** A job was applied on every server of the data center. */
+  applied: [{ partition: number; ops: number; skipped: number }];
+  fatal: [Error];
+}
+
+export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
+  private readonly logger: Logger;
+  private readonly redis: Redis;
+  private readonly keys: RedisKeys;
+  private readonly lease: Lease;
+  private readonly deadLetters: DeadLetterStore;
+  private readonly channels: ServerChannel[];
+  private readonly applier: OpApplier;
+  private readonly abort = new AbortController();
+  private readonly life: Lifecycle;
+  private readonly workers: Worker[] = [];
+  private readonly watermarks = new Map<number, Watermark>();
+  /** The job each partition is working on, for a graceful shutdown. */
+  private readonly inProgress = new Map<number, Promise<void>>();
+  readonly stats = { jobs: 0, ops: 0, skipped: 0, deadLetters: 0 };
+
+  constructor(
+    private readonly config: ResolvedConfig,
+    readonly dc: string,
+    opts: DatacenterWorkerOptions,
+  ) {
+    super();
+    const dcConfig = config.datacenters[dc];
+    if (!dcConfig) throw new McreplError('UNKNOWN_DATACENTER', `no data center named '${dc}' in the config (known: ${Object.keys(config.datacenters).join(', ')})`);
+    this.logger = opts.logger.child({ dc });
+    this.life = new Lifecycle('data-center worker', this.logger, (s) => this.emit('state', s));
+    this.keys = new RedisKeys(config.redis.prefix);
+    this.redis = connectRedis(config.redis, `worker-${dc}`);
+    this.redis.on('error', (err) => this.logger.warn({ err: errorMessage(err) }, 'redis connection error'));
+    new RedisRestartDetector(this.redis, this.logger).on('restarted', () => {
+      for (const c of this.channels) c.requireFlush();
+    });
+    this.lease = new Lease(this.redis, this.keys.workerLease(dc), config.worker.leaseTtlMs, this.logger);
+    this.lease.on('lost', (err) => this.fail(err));
+    this.deadLetters = new DeadLetterStore(this.redis, this.keys, config.deadLetters.maxEntries);
+    const factory = opts.writerFactory ?? memjsWriterFactory;
+    const store: ChannelStore = { save: (address, state) => this.saveServerState(address, state) };
+    this.channels = dcConfig.servers.map(
+      (s) =>
+        new ServerChannel(factory(s, { timeoutMs: config.memcached.timeoutMs, connectTimeoutMs: config.memcached.connectTimeoutMs, logger: this.logger }), {
+          logger: this.logger,
+          store,
+          missed: new RedisMissedOpStore(this.redis, this.keys, dc, s, config.worker.missedOpsMaxKeys, config.worker.missedOpsMaxBytes),
+          signal: this.abort.signal,
+          onRefused: (r) => this.recordRefusals(r),
+          probeIntervalMs: config.worker.probeIntervalMs,
+          checkIntervalMs: config.worker.probeIntervalMs * 4,
+          settleMs: config.worker.settleMs,
+          warm: (target) => this.warm(target),
+        }),
+    );
+    this.applier = new OpApplier(this.channels, createRoute(dcConfig.routing, this.channels.length), { logger: this.logger, signal: this.abort.signal });
+  }
+
+  get state(): WorkerState {
+    return this.life.state;
+  }
+
+  async start(): Promise<void> {
+    await this.life.acquire(this.lease, this.abort.signal);
+    try {
+      const topology = await readTopology(this.redis, this.keys);
+      if (topology && topology.partitions !== this.config.partitions) {
+        throw new McreplError(
+          'TOPOLOGY_MISMATCH',
+          `the tailer fans out to ${topology.partitions} partitions but this worker group is configured with partitions=${this.config.partitions}; use the same value everywhere`,
+        );
+      }
+      if (topology && !topology.datacenters.includes(this.dc)) {
+        this.logger.warn({ dc: this.dc, fedByTailer: topology.datacenters }, 'the tailer does not feed this data center (add it to the tailer config)');
+      }
+      // Each server picks up where the previous worker left it (missed ops, flush needed).
+      const serverStates = await this.redis.hgetall(this.keys.servers(this.dc));
+      await Promise.all(this.channels.map((c) => c.start(serverStateOf(serverStates[c.address]))));
+      const saved = await this.redis.hgetall(this.keys.applied(this.dc));
+      for (const [p, v] of Object.entries(saved)) {
+        const i = v.lastIndexOf(':');
+        this.watermarks.set(Number(p), { epoch: v.slice(0, i), t: Number(v.slice(i + 1)) });
+      }
+      for (let p = 0; p < this.config.partitions; p++) await this.recoverOrphans(p);
+      for (let p = 0; p < this.config.partitions; p++) {
+        const w = new Worker<JobData>(this.keys.queueName(this.dc, p), (job) => this.processQueued(p, job), {
+          connection: this.redis,
+          prefix: this.keys.prefix,
+          concurrency: 1,
+          autorun: false,
+          // A job must never be failed for stalling: that would drop its ops.
+          maxStalledCount: Number.MAX_SAFE_INTEGER,
+          lockDuration: 30_000,
+        });
+        w.on('error', (err) => this.logger.warn({ partition: p, err: errorMessage(err) }, 'queue consumer error'));
+        w.on('failed', (job, err) => this.logger.error({ partition: p, job: job?.id, err: errorMessage(err) }, 'job failed; its ops were not applied'));
+        this.workers.push(w);
+        void w.run().catch((err) => this.fail(err instanceof Error ? err : new Error(String(err))));
+      }
+      this.life.set('running');
+    } catch (err) {
+      if (this.abort.signal.aborted) throw err; // closed while starting: close() finishes the job
+      await this.teardown();
+      this.life.set('failed');
+      throw err;
+    }
+  }
+
+  /**
+   * A job still "active" when we start was being processed by a worker that died (the lease
+   * guarantees no live one exists). It is older than everything waiting, so it goes first.
+   */
+  private async recoverOrphans(p: number): Promise<void> {
+    const queue = new Queue<JobData>(this.keys.queueName(this.dc, p), { connection: this.redis, prefix: this.keys.prefix });
+    try {
+      const orphans = (await queue.getJobs(['active'], 0, -1, true)) as Job<JobData>[];
+      for (const job of orphans.sort((a, b) => a.timestamp - b.timestamp)) {
+        this.logger.warn({ partition: p, job: job.id }, 'resuming a job left unfinished by a previous worker');
+        await this.process(p, job.data, job.id);
+        // Token '0': complete without the lock, which died with the previous worker.
+        await job.moveToCompleted(undefined, '0', false);
+      }
+    } finally {
+      await queue.close();
+    }
+  }
+
+  private track(p: number, work: Promise<void>): Promise<void> {
+    this.inProgress.set(p, work);
+    return work.finally(() => this.inProgress.delete(p));
+  }
+
+  /** Applies one job's ops; throws if it cannot (shutdown, or a bug). */
+  private async process(p: number, data: JobData, jobId?: string): Promise<void> {
+    let decoded;
+    try {
+      decoded = decodeJob(data);
+    } catch (err) {
+      if ((err as McreplError).code !== 'JOB_CORRUPT') throw err;
+      // A damaged job can never be read; keep its reason and go on rather than block the
+      // partition forever. (An unsupported format version stops the group instead: upgrading
+      // the workers makes it readable.)
+      this.logger.error({ partition: p, job: jobId, err: errorMessage(err) }, 'corrupt job dead-lettered');
+      await this.deadLetters.add([{ at: new Date().toISOString(), stage: 'worker', dc: this.dc, reason: errorMessage(err), op: { job: jobId ?? null, partition: p, payloadBytes: typeof data?.b === 'string' ? data.b.length : null } }]);
+      this.stats.deadLetters++;
+      return;
+    }
+    const { epoch, ops } = decoded;
+    const wm = this.watermarks.get(p);
+    const fresh = wm && wm.epoch === epoch ? ops.filter((op) => op.t > wm.t) : ops;
+    const writes = fresh.filter((op): op is WriteableOp => op.kind !== 'flush');
+    const markers = fresh.filter((op): op is FlushMarkerOp => op.kind === 'flush');
+    await this.applier.apply(writes);
+
+    const last = ops[ops.length - 1];
+    const advance = last !== undefined && (!wm || wm.epoch !== epoch || last.t > wm.t);
+    // Only the lease holder records progress, and the watermark never moves back.
+    await this.lease.fenced(
+      RECORD_PROGRESS,
+      [this.keys.applied(this.dc), ...markers.map((m) => this.keys.flushDone(m.flushId, m.token, this.dc))],
+      [String(p), epoch, advance ? String(last.t) : '', String(FLUSH_RECORD_TTL_S)],
+    );
+    if (advance) this.watermarks.set(p, { epoch, t: last.t });
+    for (const marker of markers) this.logger.debug({ partition: p, flushId: marker.flushId, nsId: marker.nsId }, 'flush marker applied');
+    this.stats.jobs++;
+    this.stats.ops += fresh.length;
+    this.stats.skipped += ops.length - fresh.length;
+    this.emit('applied', { partition: p, ops: fresh.length, skipped: ops.length - fresh.length });
+  }
+
+  /**
+   * A job handed over by BullMQ. It must never fail (that would drop its ops): if it cannot
+   * finish, because we are shutting down or because of a bug, it never settles, stays active,
+   * and the next start resumes it first.
+   */
+  private processQueued(p: number, job: Job<JobData>): Promise<void> {
+    return this.track(
+      p,
+      this.process(p, job.data, job.id).catch((err: unknown) => {
+        if (!this.abort.signal.aborted) this.fail(err instanceof Error ? err : new Error(String(err)));
+        return new Promise<void>(() => undefined);
+      }),
+    );
+  }
+
+  /** Server state, kept in Redis so that it outlives this process (and for `mcrepl status`). */
+  private async saveServerState(address: string, state: SavedServerState): Promise<void> {
+    for (;;) {
+      try {
+        await this.redis.hset(this.keys.servers(this.dc), address, JSON.stringify({ ...state, since: new Date().toISOString() }));
+        return;
+      } catch (err) {
+        this.abort.signal.throwIfAborted();
+        this.logger.warn({ server: address, err: errorMessage(err) }, 'could not record server state; retrying');
+        await sleep(500, this.abort.signal);
+      }
+    }
+  }
+
+  /** Health of each server as this worker sees it. */
+  serverHealth(): { address: string; health: string }[] {
+    return this.channels.map((c) => ({ address: c.address, health: c.health }));
+  }
+
+  /**
+   * Copies a healthy peer's keys (with their remaining TTLs) onto a server that came back empty
+   * or was flushed. Ops arriving meanwhile are kept for the target and replayed after this, so
+   * they win over what is copied.
+   */
+  private async warm(target: ServerChannel): Promise<boolean> {
+    const peer = this.channels.find((c) => c !== target && c.health === 'healthy');
+    if (!peer) return false;
+    const timeoutMs = this.config.memcached.timeoutMs * 5;
+    const from = new MetaClient(peer.address, timeoutMs);
+    const to = new MetaClient(target.address, timeoutMs);
+    let copied = 0;
+    try {
+      await MetaClient.eachKey(peer.address, timeoutMs, 1_000, async (keys) => {
+        this.abort.signal.throwIfAborted();
+        const values = await from.getWithTtl(keys);
+        const entries = values.flatMap((v, i) => (v && v.ttl !== 0 ? [{ key: keys[i]!, value: v.value, ttl: v.ttl }] : []));
+        await to.setWithTtl(entries);
+        copied += entries.length;
+      });
+    } finally {
+      from.close();
+      to.close();
+    }
+    this.logger.info({ server: target.address, peer: peer.address, keys: copied }, 'server warmed from a healthy peer');
+    return true;
+  }
+
+  private async recordRefusals(refusals: Refusal[]): Promise<void> {
+    this.stats.deadLetters += refusals.length;
+    const at = new Date().toISOString();
+    for (;;) {
+      try {
+        await this.deadLetters.add(
+          refusals.map((r) => ({
+            at,
+            stage: 'worker' as const,
+            dc: this.dc,
+            server: r.server,
+            reason: r.reason,
+            ...(r.keyDeleted ? { action: 'key deleted on this server instead' } : {}),
+            op: { op: r.op.kind, nsId: r.op.nsId, key: printableKey(r.op.key), keyBytes: r.op.key.length, ...(r.op.kind === 'set' ? { valueBytes: r.op.value.length } : {}) },
+          })),
+        );
+        return;
+      } catch (err) {
+        this.logger.warn({ err: errorMessage(err) }, 'could not record dead letters; retrying');
+        await sleep(500, this.abort.signal);
+      }
+    }
+  }
+
+  private fail(err: Error): void {
+    if (this.life.state === 'failed' || this.life.state === 'stopped') return;
+    this.logger.error({ err: errorMessage(err), code: (err as McreplError).code }, 'data-center worker failed');
+    this.life.set('failed');
+    this.abort.abort(err);
+    void this.teardown()
+      .catch(() => undefined)
+      .finally(() => this.emit('fatal', err));
+  }
+
+  /**
+   * Stops taking jobs, lets the jobs in hand finish for up to `worker.shutdownGraceMs`, then
+   * leaves whatever is still unfinished active for the next start.
+   */
+  async close(): Promise<void> {
+    if (this.life.state === 'stopped' || this.life.state === 'failed') return;
+    this.life.set('stopping');
+    await Promise.all(this.workers.map((w) => w.pause(true).catch(() => undefined)));
+    const grace = new AbortController();
+    await Promise.race([Promise.allSettled([...this.inProgress.values()]), sleep(this.config.worker.shutdownGraceMs, grace.signal).catch(() => undefined)]);
+    grace.abort();
+    await this.teardown();
+    this.life.set('stopped');
+  }
+
+  private tornDown = false;
+  private async teardown(): Promise<void> {
+    if (this.tornDown) return;
+    this.tornDown = true;
+    if (!this.abort.signal.aborted) this.abort.abort(new McreplError('CLOSED', 'worker closed'));
+    await Promise.all(this.workers.map((w) => w.close(true).catch(() => undefined)));
+    for (const c of this.channels) c.stop();
+    await Promise.all(this.channels.map((c) => c.writer.close().catch(() => undefined)));
+    await this.lease.release();
+    this.redis.disconnect();
+  }
+}

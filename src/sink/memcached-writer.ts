@@ -1,0 +1,102 @@
+/**
+ * Writing to one memcached server. `MemcachedWriter` is the seam: the workers only need
+ * "apply these ops to this server and tell me, per op, whether it worked, and if not whether
+ * trying again can help". `MemjsWriter` is the memjs implementation.
+ *
+ * The ops handed to one write() call must concern distinct keys (the worker coalesces a job
+ * per key first), so their completion order does not matter and any subset can be retried.
+ */
+import memjs from 'memjs';
+import type { Logger } from '../observability/logger.js';
+
+export type WriteOp =
+  | { kind: 'set'; key: Buffer; value: Buffer; /** memcached exptime: 0, relative seconds, or unix time */ exptime: number }
+  | { kind: 'delete'; key: Buffer };
+
+export type WriteOutcome = { ok: true } | { ok: false; retriable: boolean; error: string };
+
+/** Who the server process is: a different pid or start time means it restarted (empty). */
+export interface ServerIdentity {
+  pid: number;
+  /** Unix seconds when the process started (`time - uptime`, ±1 s). */
+  startedAt: number;
+}
+
+export interface MemcachedWriter {
+  /** host:port */
+  readonly address: string;
+  write(ops: readonly WriteOp[]): Promise<WriteOutcome[]>;
+  /** Asks the server who it is; rejects if it does not answer. */
+  identity(): Promise<ServerIdentity>;
+  /** Invalidates every item on the server (`flush_all`). */
+  flushAll(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface WriterOptions {
+  timeoutMs: number;
+  connectTimeoutMs: number;
+  logger: Logger;
+}
+
+export type WriterFactory = (address: string, opts: WriterOptions) => MemcachedWriter;
+
+/** Replies memcached gives for requests that can never succeed as they are. */
+const PERMANENT = /Value too large|Invalid arguments|Incr\/Decr on non-numeric value|Unknown command/i;
+
+export class MemjsWriter implements MemcachedWriter {
+  private readonly client: memjs.Client;
+
+  constructor(
+    readonly address: string,
+    opts: WriterOptions,
+  ) {
+    this.client = memjs.Client.create(address, {
+      // One attempt per request: retrying (and its order) is the worker's business.
+      retries: 1,
+      timeout: opts.timeoutMs / 1000,
+      conntimeout: opts.connectTimeoutMs / 1000,
+      keepAlive: true,
+      // memjs prints failures to the console unless given a logger.
+      logger: { log: (...args: unknown[]) => opts.logger.debug({ server: address, memjs: args.map(String).join(' ') }, 'memjs') },
+    });
+  }
+
+  async write(ops: readonly WriteOp[]): Promise<WriteOutcome[]> {
+    // All requests go out at once on the server's connection (pipelined); replies come back
+    // in order.
+    const pending = ops.map((op) =>
+      op.kind === 'set' ? this.client.set(op.key as unknown as string, op.value, { expires: op.exptime }) : this.client.delete(op.key as unknown as string),
+    );
+    const settled = await Promise.allSettled(pending);
+    return settled.map((s): WriteOutcome => {
+      if (s.status === 'fulfilled') return { ok: true }; // delete of a missing key resolves false: also fine
+      const error = s.reason instanceof Error ? s.reason.message : String(s.reason);
+      return { ok: false, retriable: !PERMANENT.test(error), error };
+    });
+  }
+
+  identity(): Promise<ServerIdentity> {
+    return new Promise((resolve, reject) => {
+      this.client.stats((err, _server, stats) => {
+        if (err || !stats) return reject(err ?? new Error(`${this.address}: no stats`));
+        const pid = Number(stats.pid);
+        const startedAt = Number(stats.time) - Number(stats.uptime);
+        if (!Number.isFinite(pid) || !Number.isFinite(startedAt)) return reject(new Error(`${this.address}: stats without pid/uptime`));
+        resolve({ pid, startedAt });
+      });
+    });
+  }
+
+  async flushAll(): Promise<void> {
+    const results = (await this.client.flush()) as Record<string, boolean | Error>;
+    const r = Object.values(results)[0];
+    if (r !== true) throw r instanceof Error ? r : new Error(`${this.address}: flush_all failed`);
+  }
+
+  async close(): Promise<void> {
+    this.client.close();
+  }
+}
+
+export const memjsWriterFactory: WriterFactory = (address, opts) => new MemjsWriter(address, opts);

@@ -1,0 +1,375 @@
+/**
+ * One memcached server as a data center's workers see it: healthy, down, or recovering.
+ *
+ * - Healthy: ops are written at once (pipelined).
+ * - Down (refused, timed out, unreachable): ops it missed are kept for it, coalesced per key
+ *   (the last op of a key is all that matters), bounded; the other servers go on without it.
+ *   A probe asks it who it is (`stats`: pid and start time) until it answers.
+ * - Recovering: if it restarted (new pid/start time), if the missed ops overflowed their bound, or
+ *   if a previous worker left it marked dirty (its missed ops died with that worker), it is
+ *   flushed first, so it cannot keep serving a value that a later set or delete replaced. If it
+ *   is the same process (paused, or the network blinked), the worker waits a settle period, so
+ *   that requests sent before the failure and still buffered on the old connection land before
+ *   the replay. Then the missed ops are replayed; ops arriving meanwhile join them. Only when
+ *   nothing is left does it count as healthy again.
+ * The dirty mark is saved (ChannelStore) before a job completes without the server, so a worker
+ * that crashes meanwhile cannot leave a stale server behind.
+ */
+import { EventEmitter } from 'node:events';
+import { sleep } from '../coordination/lease.js';
+import { errorMessage } from '../errors.js';
+import { printableKey, type DeleteOp, type SetOp } from '../fanout/op.js';
+import type { Logger } from '../observability/logger.js';
+import type { MemcachedWriter, ServerIdentity, WriteOp } from './memcached-writer.js';
+import type { MissedEntry, MissedOpStore } from './missed-ops.js';
+import { MEMCACHED_RELATIVE_EXPIRY_MAX } from '../fanout/op.js';
+
+export type WriteableOp = SetOp | DeleteOp;
+export type ServerHealth = 'healthy' | 'down' | 'recovering';
+
+export interface Refusal {
+  op: WriteableOp;
+  server: string;
+  reason: string;
+  /** A refused set is replaced by a delete of the key on that server. */
+  keyDeleted: boolean;
+}
+
+/** A server's state as saved for other processes (status) and for the next worker. */
+export interface SavedServerState {
+  health: ServerHealth;
+  /** It may hold values that later ops replaced and that were not kept for it: flush before use. */
+  mustFlush: boolean;
+  identity?: ServerIdentity;
+}
+
+/** Where a server's state outlives the worker. */
+export interface ChannelStore {
+  save(address: string, state: SavedServerState): Promise<void>;
+}
+
+export interface ChannelOptions {
+  logger: Logger;
+  store: ChannelStore;
+  /** Where its missed ops are kept (Redis in production). */
+  missed: MissedOpStore;
+  /** Aborted on shutdown: writes and recovery stop. */
+  signal: AbortSignal;
+  onRefused: (refusals: Refusal[]) => Promise<void>;
+  probeIntervalMs: number;
+  /** How often a healthy server is asked who it is, to notice a restart (or death) between writes. */
+  checkIntervalMs: number;
+  settleMs: number;
+  /** Copies a healthy peer's keys onto this (flushed or restarted) server; false if none could be used. */
+  warm?: (target: ServerChannel) => Promise<boolean>;
+  /** Clock in unix seconds (tests). */
+  now?: () => number;
+}
+
+export interface ChannelEvents {
+  health: [ServerHealth];
+}
+
+/** The request to send for an op at time `nowSec`. */
+export function toWrite(op: WriteableOp, nowSec: number): WriteOp {
+  if (op.kind === 'delete') return { kind: 'delete', key: op.key };
+  if (op.expiresAt === 0) return { kind: 'set', key: op.key, value: op.value, exptime: 0 };
+  const remaining = op.expiresAt - nowSec;
+  if (remaining <= 0) return { kind: 'delete', key: op.key };
+  // Relative when it fits (immune to a skewed memcached clock), absolute otherwise.
+  return { kind: 'set', key: op.key, value: op.value, exptime: remaining <= MEMCACHED_RELATIVE_EXPIRY_MAX ? Math.ceil(remaining) : op.expiresAt };
+}
+
+export class ServerChannel extends EventEmitter<ChannelEvents> {
+  private _health: ServerHealth = 'healthy';
+  /** Missed ops were dropped (bound overflowed) or its state is unknown: flush before replay. */
+  private mustFlush = false;
+  private identity: ServerIdentity | undefined;
+  private recovery: Promise<void> | undefined;
+  /** Adds to the missed-op store still in flight (recovery must not declare health under them). */
+  private pendingAdds = 0;
+  private checkTimer: NodeJS.Timeout | undefined;
+  private readonly now: () => number;
+  readonly stats = { missed: 0, overflows: 0, flushes: 0, warms: 0, recoveries: 0, restarts: 0 };
+
+  constructor(
+    readonly writer: MemcachedWriter,
+    private readonly opts: ChannelOptions,
+  ) {
+    super();
+    this.setMaxListeners(0); // every waiting partition listens
+    this.now = opts.now ?? (() => Date.now() / 1000);
+  }
+
+  get address(): string {
+    return this.writer.address;
+  }
+
+  get health(): ServerHealth {
+    return this._health;
+  }
+
+  private setHealth(h: ServerHealth): void {
+    if (h === this._health) return;
+    this._health = h;
+    this.emit('health', h);
+    if (h !== 'healthy') void this.save().catch(() => undefined); // best effort; status only
+    this.watch();
+  }
+
+  /**
+   * While healthy, ask the server now and then who it is: a server that restarted between two
+   * writes is empty, and gets warmed; one that died while idle is noticed before the next write.
+   */
+  private watch(): void {
+    clearTimeout(this.checkTimer);
+    if (this._health !== 'healthy' || this.opts.signal.aborted) return;
+    this.checkTimer = setTimeout(() => {
+      if (this.opts.signal.aborted) return;
+      void this.writer.identity().then(
+        (id) => {
+          if (this._health !== 'healthy') return;
+          if (this.identity && (id.pid !== this.identity.pid || Math.abs(id.startedAt - this.identity.startedAt) > 2)) {
+            this.goDown('restarted since it was last seen', true);
+          } else {
+            this.identity ??= id;
+            this.watch();
+          }
+        },
+        (err: unknown) => {
+          if (this._health === 'healthy') this.goDown(errorMessage(err), true);
+        },
+      );
+    }, this.opts.checkIntervalMs);
+    this.checkTimer.unref();
+  }
+
+  private async save(): Promise<void> {
+    await this.opts.store.save(this.address, { health: this._health, mustFlush: this.mustFlush, ...(this.identity ? { identity: this.identity } : {}) });
+  }
+
+  /**
+   * Picks up where a previous worker left the server (its saved state and missed ops), or asks
+   * the server who it is.
+   */
+  async start(saved: SavedServerState | undefined): Promise<void> {
+    this.identity = saved?.identity;
+    this.mustFlush = saved?.mustFlush ?? false;
+    const missed = await this.opts.missed.count();
+    if (this.mustFlush || missed > 0 || (saved && saved.health !== 'healthy')) {
+      this.opts.logger.warn({ server: this.address, missed, mustFlush: this.mustFlush }, 'server was not up to date when the previous worker stopped: recovering it first');
+      this.goDown('not up to date at start', false);
+      return;
+    }
+    try {
+      this.identity = await this.writer.identity();
+      await this.save();
+      this.watch();
+    } catch (err) {
+      this.goDown(errorMessage(err), false);
+    }
+  }
+
+  /** Applies ops (distinct keys) or keeps them for later; resolves when each is one or the other. */
+  async submit(ops: readonly WriteableOp[]): Promise<void> {
+    if (ops.length === 0) return;
+    if (this._health !== 'healthy') {
+      await this.keep(ops);
+      return;
+    }
+    let pending = ops;
+    for (let round = 0; pending.length > 0 && round < 2; round++) {
+      const outcomes = await this.writer.write(pending.map((op) => toWrite(op, this.now())));
+      const failed: WriteableOp[] = [];
+      const again: WriteableOp[] = [];
+      const refused: Refusal[] = [];
+      let lastError = '';
+      outcomes.forEach((o, i) => {
+        if (o.ok) return;
+        const op = pending[i]!;
+        if (o.retriable) {
+          failed.push(op);
+          lastError = o.error;
+        } else {
+          refused.push({ op, server: this.address, reason: o.error, keyDeleted: op.kind === 'set' });
+          // The set was meant to replace the key's value: delete it rather than leave the old one.
+          if (op.kind === 'set') again.push({ kind: 'delete', t: op.t, nsId: op.nsId, key: op.key });
+        }
+      });
+      if (refused.length > 0) {
+        for (const r of refused) this.opts.logger.warn({ server: r.server, key: printableKey(r.op.key), reason: r.reason }, 'memcached refused an op for good; dead-lettered');
+        await this.opts.onRefused(refused);
+      }
+      if (failed.length > 0) {
+        // Kept durably before the job can complete without this server.
+        await this.keep(failed);
+        this.goDown(lastError, true);
+      }
+      pending = again;
+    }
+    if (pending.length > 0) await this.keep(pending);
+  }
+
+  private async keep(ops: readonly WriteableOp[]): Promise<void> {
+    this.pendingAdds++;
+    try {
+      this.stats.missed += ops.length;
+      if (!(await this.opts.missed.add(ops))) {
+        this.stats.overflows++;
+        this.opts.logger.warn({ server: this.address }, 'too many missed ops kept for a server that is down: dropped them; it will be flushed when it returns');
+        this.mustFlush = true;
+        await this.save();
+      }
+    } finally {
+      this.pendingAdds--;
+    }
+  }
+
+  private goDown(reason: string, wasHealthy: boolean): void {
+    if (this._health === 'healthy') {
+      this.opts.logger.warn({ server: this.address, reason }, wasHealthy ? 'memcached server down: keeping its ops until it returns' : 'memcached server not ready');
+    }
+    this.setHealth('down');
+    this.recovery ??= this.recover().finally(() => (this.recovery = undefined));
+  }
+
+  private async recover(): Promise<void> {
+    const signal = this.opts.signal;
+    let needsWarm = false;
+    let restarted = false;
+    try {
+      for (;;) {
+        // Probe until it answers.
+        let id: ServerIdentity | undefined;
+        while (!id) {
+          signal.throwIfAborted();
+          try {
+            id = await this.writer.identity();
+          } catch {
+            await sleep(this.opts.probeIntervalMs, signal);
+          }
+        }
+        this.setHealth('recovering');
+        if (this.identity !== undefined && (id.pid !== this.identity.pid || Math.abs(id.startedAt - this.identity.startedAt) > 2)) {
+          restarted = needsWarm = true;
+          this.stats.restarts++;
+          this.opts.logger.warn({ server: this.address, was: this.identity, now: id }, 'memcached server restarted (it is empty)');
+        }
+        this.identity = id;
+        try {
+          if (this.mustFlush) {
+            // It may hold values that later ops replaced: start from empty.
+            await this.writer.flushAll();
+            this.stats.flushes++;
+            this.mustFlush = false;
+            needsWarm = true;
+            await this.save();
+            this.opts.logger.warn({ server: this.address }, 'server flushed: it could hold values that later ops replaced');
+          }
+          if (needsWarm) {
+            // Empty: copy a healthy peer's keys first; what it missed is replayed after, and wins.
+            if (this.opts.warm && (await this.opts.warm(this))) this.stats.warms++;
+            else this.opts.logger.warn({ server: this.address }, 'no healthy peer to warm from: the server starts empty');
+            needsWarm = false;
+          } else {
+            // Same process back: let anything it still had from before the failure land first.
+            await sleep(this.opts.settleMs, signal);
+          }
+        } catch (err) {
+          signal.throwIfAborted();
+          this.opts.logger.warn({ server: this.address, err: errorMessage(err) }, 'could not flush or warm a returning server; will try again');
+          this.setHealth('down');
+          await sleep(this.opts.probeIntervalMs, signal);
+          continue;
+        }
+        if (await this.replay()) {
+          this.stats.recoveries++;
+          this.emit('health', 'healthy');
+          this.watch();
+          await this.save();
+          this.opts.logger.info({ server: this.address, restarted }, 'memcached server healthy again');
+          return;
+        }
+        this.setHealth('down');
+        await sleep(this.opts.probeIntervalMs, signal);
+      }
+    } catch (err) {
+      if (!signal.aborted) this.opts.logger.error({ server: this.address, err: errorMessage(err) }, 'server recovery stopped');
+    }
+  }
+
+  /**
+   * Writes the missed ops until none are left and no more are on their way; false if the server
+   * failed again. Returns with the health still 'recovering', so nothing is written around it.
+   */
+  private async replay(): Promise<boolean> {
+    for (;;) {
+      this.opts.signal.throwIfAborted();
+      if (this.mustFlush) return false; // overflowed meanwhile: start over with a flush
+      const batch = await this.opts.missed.take(5_000);
+      if (batch.length === 0) {
+        if (this.pendingAdds === 0 && (await this.opts.missed.count()) === 0 && this.pendingAdds === 0) {
+          // Healthy at once, in the same turn as the check: a submit after this writes directly,
+          // one before it was counted in pendingAdds.
+          this._health = 'healthy';
+          return true;
+        }
+        await sleep(1, this.opts.signal);
+        continue;
+      }
+      const outcomes = await this.writer.write(batch.map((e) => toWrite(e.op, this.now())));
+      const done: MissedEntry[] = [];
+      const refused: Refusal[] = [];
+      const again: WriteableOp[] = [];
+      let failed = false;
+      outcomes.forEach((o, i) => {
+        const e = batch[i]!;
+        if (o.ok) done.push(e);
+        else if (o.retriable) failed = true;
+        else {
+          done.push(e);
+          refused.push({ op: e.op, server: this.address, reason: o.error, keyDeleted: e.op.kind === 'set' });
+          if (e.op.kind === 'set') again.push({ kind: 'delete', t: e.op.t, nsId: e.op.nsId, key: e.op.key });
+        }
+      });
+      await this.opts.missed.ack(done);
+      if (refused.length > 0) await this.opts.onRefused(refused);
+      if (again.length > 0) await this.keep(again);
+      if (failed) return false;
+    }
+  }
+
+  /**
+   * Redis restarted and may have lost the newest of the ops kept for this server: unless it is
+   * healthy (nothing kept), flush it on return rather than trust what is left.
+   */
+  requireFlush(): void {
+    if (this._health === 'healthy') return;
+    this.mustFlush = true;
+    void this.save().catch(() => undefined);
+  }
+
+  /** Stops the periodic check (the recovery loop stops with the signal). */
+  stop(): void {
+    clearTimeout(this.checkTimer);
+  }
+
+  /** Resolves when the server is healthy (or the signal aborts). */
+  whenHealthy(): Promise<void> {
+    if (this._health === 'healthy') return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const onHealth = (h: ServerHealth) => {
+        if (h !== 'healthy') return;
+        this.off('health', onHealth);
+        this.opts.signal.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      const onAbort = () => {
+        this.off('health', onHealth);
+        reject(this.opts.signal.reason);
+      };
+      this.on('health', onHealth);
+      this.opts.signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+}

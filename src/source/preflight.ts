@@ -1,0 +1,130 @@
+/**
+ * Preflight: before tailing, check everything the server must provide and report every
+ * problem at once, each with its fix. The tailer refuses to start while any remains.
+ */
+import type { Connection } from 'mysql2/promise';
+import { PreflightError } from '../errors.js';
+
+export interface PreflightResult {
+  serverVersion: string;
+  isMariaDb: boolean;
+  /** Problems that stop the tailer. */
+  problems: string[];
+  /** Things that work but deserve attention. */
+  warnings: string[];
+}
+
+type Row = Record<string, unknown>;
+
+async function variable(conn: Connection, name: string): Promise<string | undefined> {
+  try {
+    const [rows] = await conn.query(`SELECT @@GLOBAL.${name} AS v`);
+    const v = (rows as Row[])[0]?.v;
+    return v === null || v === undefined ? undefined : String(v);
+  } catch {
+    return undefined;
+  }
+}
+
+export async function preflight(conn: Connection, opts: { database: string; serverId: number; table?: string }): Promise<PreflightResult> {
+  const table = opts.table ?? 'mc_storage';
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  const serverVersion = (await variable(conn, 'version')) ?? 'unknown';
+  const isMariaDb = /mariadb/i.test(serverVersion);
+  const cnf = isMariaDb ? 'my.cnf [mariadbd]' : 'my.cnf [mysqld]';
+
+  const logBin = await variable(conn, 'log_bin');
+  if (logBin !== '1' && logBin?.toUpperCase() !== 'ON') {
+    problems.push(`binary logging is off; start the server with log_bin (${cnf}: log_bin=mysql-bin, plus a unique server_id) and restart it`);
+  }
+  const format = await variable(conn, 'binlog_format');
+  if (format !== undefined && format.toUpperCase() !== 'ROW') {
+    problems.push(`binlog_format is ${format}; set binlog_format=ROW in ${cnf} (SET GLOBAL binlog_format=ROW only affects new sessions)`);
+  }
+  const image = await variable(conn, 'binlog_row_image');
+  if (image !== undefined && image.toUpperCase() !== 'FULL') {
+    problems.push(`binlog_row_image is ${image}; set binlog_row_image=FULL in ${cnf}`);
+  }
+  const metadata = await variable(conn, 'binlog_row_metadata');
+  if (metadata === undefined) {
+    problems.push(`binlog_row_metadata is not supported by ${serverVersion}; mcrepl needs MySQL 8.0+ or MariaDB 10.5+`);
+  } else if (metadata.toUpperCase() !== 'FULL') {
+    problems.push(`binlog_row_metadata is ${metadata}; set binlog_row_metadata=FULL in ${cnf}`);
+  }
+  const serverId = await variable(conn, 'server_id');
+  if (serverId === '0') {
+    problems.push(`server_id is 0; the server cannot serve its binlog; set a non-zero server_id in ${cnf}`);
+  } else if (serverId !== undefined && Number(serverId) === opts.serverId) {
+    problems.push(`mysql.serverId (${opts.serverId}) equals the server's own server_id; give mcrepl a different mysql.serverId`);
+  }
+  if (isMariaDb) {
+    if ((await variable(conn, 'log_bin_compress')) === '1') {
+      problems.push(`log_bin_compress is ON; compressed binlog events cannot be decoded; set log_bin_compress=OFF in ${cnf}`);
+    }
+  } else {
+    if ((await variable(conn, 'binlog_transaction_compression')) === '1') {
+      problems.push(`binlog_transaction_compression is ON; compressed transactions cannot be decoded; set binlog_transaction_compression=OFF in ${cnf}`);
+    }
+    const gtidMode = await variable(conn, 'gtid_mode');
+    if (gtidMode !== undefined && gtidMode.toUpperCase() !== 'ON') {
+      warnings.push(`gtid_mode is ${gtidMode}; the checkpoint falls back to file+position, which does not survive a failover to another server (set gtid_mode=ON and enforce_gtid_consistency=ON)`);
+    }
+  }
+
+  // Another replica registered with our server_id would be disconnected by ours, and vice versa.
+  try {
+    const [hosts] = await conn.query(isMariaDb ? 'SHOW SLAVE HOSTS' : 'SHOW REPLICAS');
+    for (const h of hosts as Row[]) {
+      if (Number(h.Server_id ?? h.Server_Id) === opts.serverId) {
+        problems.push(`replica ${String(h.Host ?? '?')}:${String(h.Port ?? '?')} already uses server_id ${opts.serverId}; give mcrepl a different mysql.serverId`);
+      }
+    }
+  } catch {
+    // Needs a privilege mcrepl does not otherwise need; the check is best effort.
+  }
+
+  try {
+    await conn.query('SHOW BINARY LOGS');
+  } catch (err) {
+    problems.push(`cannot list binary logs (${(err as Error).message}); grant ${isMariaDb ? 'BINLOG MONITOR' : 'REPLICATION CLIENT'} and REPLICATION SLAVE to the tailer's user`);
+  }
+  try {
+    const [grants] = await conn.query('SHOW GRANTS');
+    const text = (grants as Row[]).map((g) => String(Object.values(g)[0])).join('\n').toUpperCase();
+    if (!/ALL PRIVILEGES ON \*\.\*|REPLICATION (SLAVE|REPLICA)/.test(text)) {
+      problems.push(`the tailer's user lacks REPLICATION SLAVE; GRANT REPLICATION SLAVE ON *.* TO <user>`);
+    }
+  } catch {
+    // SHOW GRANTS for oneself is always allowed; ignore oddities.
+  }
+
+  const [engines] = await conn.query(`SELECT SUPPORT FROM information_schema.ENGINES WHERE ENGINE = 'BLACKHOLE'`);
+  const support = String((engines as Row[])[0]?.SUPPORT ?? 'NO').toUpperCase();
+  if (support !== 'YES' && support !== 'DEFAULT') {
+    problems.push(`the BLACKHOLE storage engine is not available; ${isMariaDb ? 'add plugin_load_add=ha_blackhole' : 'enable the BLACKHOLE engine'} in ${cnf}`);
+  }
+
+  const [schemas] = await conn.query('SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?', [opts.database]);
+  if ((schemas as Row[]).length === 0) {
+    problems.push(`database \`${opts.database}\` does not exist; create it with \`mcrepl schema install\``);
+  } else {
+    const [tables] = await conn.query('SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?', [opts.database, table]);
+    const engine = (tables as Row[])[0]?.ENGINE as string | undefined;
+    if (engine === undefined) {
+      problems.push(`table \`${opts.database}\`.\`${table}\` does not exist; install the schema with \`mcrepl schema install\``);
+    } else if (engine.toUpperCase() !== 'BLACKHOLE') {
+      problems.push(`\`${opts.database}\`.\`${table}\` uses ENGINE=${engine}; it must be BLACKHOLE (ALTER TABLE ${table} ENGINE=BLACKHOLE)`);
+    }
+    const [triggers] = await conn.query('SELECT 1 FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND EVENT_OBJECT_TABLE = ?', [opts.database, table]);
+    if (engine !== undefined && (triggers as Row[]).length === 0) {
+      // Accounts without the TRIGGER privilege (like the tailer's) cannot see triggers at all.
+      warnings.push(`cannot see a trigger on \`${opts.database}\`.\`${table}\` (none, or this account may not see triggers): without it the key registry is not kept; make sure \`mcrepl schema install\` ran`);
+    }
+  }
+  return { serverVersion, isMariaDb, problems, warnings };
+}
+
+export function assertPreflight(result: PreflightResult): void {
+  if (result.problems.length > 0) throw new PreflightError(result.problems);
+}

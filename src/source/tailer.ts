@@ -1,0 +1,411 @@
+/**
+ * The tailer: binlog → ops → jobs per (data center, partition) → checkpoint.
+ *
+ * Order of effects for every batch, which is what makes a crash at any point safe:
+ *   1. all jobs of the batch are added to Redis (one MULTI),
+ *   2. its dead letters are recorded,
+ *   3. only then the checkpoint moves to the position after the batch's last transaction.
+ * A crash before (3) replays the batch after restart; workers skip ops they already applied
+ * (each op carries its transaction's sequence number `t`, which the checkpoint also saves).
+ */
+import { EventEmitter } from 'node:events';
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { ResolvedConfig } from '../config/schema.js';
+import { RedisRestartDetector, connectRedis, redisReady } from '../coordination/redis.js';
+import { Lease, sleep } from '../coordination/lease.js';
+import { Lifecycle, type LifecycleState } from '../coordination/lifecycle.js';
+import { errorMessage, LeaseLostError, McreplError } from '../errors.js';
+import { Batch } from '../fanout/batch.js';
+import { DeadLetterStore, type DeadLetter } from '../fanout/dead-letters.js';
+import { FanoutProducer } from '../fanout/producer.js';
+import { RedisKeys } from '../fanout/redis-keys.js';
+import { recordTopology } from '../fanout/topology.js';
+import type { Logger } from '../observability/logger.js';
+import { BinlogListener, type BinlogTransaction } from './binlog-listener.js';
+import { RedisCheckpointStore, describePosition, type Checkpoint, type CheckpointStore } from './checkpoint-store.js';
+import { assertPreflight, preflight } from './preflight.js';
+import { currentBinlogPosition } from './position.js';
+import { connectMysql } from '../registry/mysql.js';
+import { mysqlFor } from '../registry/accounts.js';
+import type { Connection } from 'mysql2/promise';
+import { decodeRow, describeRow } from './row-decoder.js';
+
+export const STORAGE_TABLE = 'mc_storage';
+
+/** Internal: a Redis restart was noticed; the flush loop rewinds instead of writing. */
+class RewindNeeded extends Error {}
+
+const PERSIST_ATTEMPT_TIMEOUT_MS = 5_000;
+
+function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new McreplError('TIMEOUT', message, { retriable: true })), ms)))]).finally(() =>
+    clearTimeout(timer),
+  );
+}
+
+export type TailerState = LifecycleState;
+
+export interface TailerStats {
+  transactions: number;
+  /** Times the binlog stream was paused because too much waited to be enqueued. */
+  pauses: number;
+  ops: number;
+  jobs: number;
+  deadLetters: number;
+  batches: number;
+  lastCheckpoint?: Checkpoint;
+}
+
+export interface TailerEvents {
+  state: [TailerState];
+  /** A batch was enqueued and the checkpoint moved. */
+  checkpoint: [Checkpoint];
+  fatal: [Error];
+}
+
+export interface TailerOptions {
+  logger: Logger;
+  /** Ignore the saved checkpoint and start a new epoch at the current end of the binlog. */
+  resetCheckpoint?: boolean;
+  checkpointStore?: CheckpointStore;
+}
+
+export class Tailer extends EventEmitter<TailerEvents> {
+  private readonly logger: Logger;
+  private readonly redis: Redis;
+  private readonly keys: RedisKeys;
+  private readonly lease: Lease;
+  private readonly store: CheckpointStore;
+  private readonly producer: FanoutProducer;
+  private readonly deadLetters: DeadLetterStore;
+  private readonly listener: BinlogListener;
+  private readonly datacenters: string[];
+  private readonly abort = new AbortController();
+  private readonly life: Lifecycle;
+  private readonly restarts: RedisRestartDetector;
+  /** Redis restarted: what it holds may be older than what we sent it; replay from its checkpoint. */
+  private rewindRequested = false;
+
+  private epoch = '';
+  private txnSeq = 0;
+  private batch: Batch;
+  private inFlightBytes = 0;
+  private flushing: Promise<void> | undefined;
+  private lingerTimer: NodeJS.Timeout | undefined;
+  private checkpointTimer: NodeJS.Timeout | undefined;
+  private lastSaveAt = 0;
+  readonly stats: TailerStats = { transactions: 0, pauses: 0, ops: 0, jobs: 0, deadLetters: 0, batches: 0 };
+  private fatalError: Error | undefined;
+
+  constructor(
+    private readonly config: ResolvedConfig,
+    private readonly opts: TailerOptions,
+  ) {
+    super();
+    this.logger = opts.logger;
+    this.life = new Lifecycle('tailer', this.logger, (s) => this.emit('state', s));
+    this.keys = new RedisKeys(config.redis.prefix);
+    this.redis = connectRedis(config.redis, 'tailer', { strictOrder: true });
+    this.redis.on('error', (err) => this.logger.warn({ err: errorMessage(err) }, 'redis connection error'));
+    this.restarts = new RedisRestartDetector(this.redis, this.logger);
+    this.restarts.on('restarted', () => (this.rewindRequested = true));
+    this.lease = new Lease(this.redis, this.keys.tailerLease, config.tailer.leaseTtlMs, this.logger);
+    this.store = opts.checkpointStore ?? new RedisCheckpointStore(this.redis, this.keys, this.lease);
+    this.datacenters = Object.keys(config.datacenters);
+    this.producer = new FanoutProducer(this.redis, this.keys, this.datacenters);
+    this.deadLetters = new DeadLetterStore(this.redis, this.keys, config.deadLetters.maxEntries);
+    this.batch = new Batch(config.partitions, 0);
+    this.listener = new BinlogListener({
+      mysql: mysqlFor(config.mysql, 'tailer'),
+      table: STORAGE_TABLE,
+      reconnectInitialMs: config.tailer.reconnectInitialMs,
+      reconnectMaxMs: config.tailer.reconnectMaxMs,
+      heartbeatMs: config.tailer.heartbeatMs,
+      stallTimeoutMs: config.tailer.stallTimeoutMs,
+      logger: this.logger,
+    });
+    this.listener.on('transaction', (txn) => this.onTransaction(txn));
+    this.listener.on('fatal', (err) => this.fail(err));
+    this.lease.on('lost', (err) => this.fail(err));
+  }
+
+  get state(): TailerState {
+    return this.life.state;
+  }
+
+  /** Waits for the lease (a standby waits here), checks the server, and starts tailing. */
+  async start(): Promise<void> {
+    await redisReady(this.redis, this.abort.signal);
+    if (this.opts.resetCheckpoint) {
+      // A standby would apply the reset whenever it takes over, skipping everything since the
+      // checkpoint: refuse it up front while another tailer is active.
+      const holder = await Lease.holder(this.redis, this.keys.tailerLease);
+      if (holder) {
+        throw new McreplError('LEASE_HELD', `another tailer is active (${holder}); stop it before starting one with --reset-checkpoint`);
+      }
+    }
+    await this.life.acquire(this.lease, this.abort.signal);
+    try {
+      const conn = await this.connectWithRetry();
+      let saved: Checkpoint | null;
+      try {
+        const result = await preflight(conn, { database: this.config.mysql.database, serverId: this.config.mysql.serverId, table: STORAGE_TABLE });
+        for (const w of result.warnings) this.logger.warn(w);
+        assertPreflight(result);
+        await recordTopology(this.redis, this.keys, { partitions: this.config.partitions, datacenters: this.datacenters }, this.logger);
+        saved = this.opts.resetCheckpoint ? null : await this.store.load();
+        if (!saved) {
+          // A new stream: it starts where the binlog ends now, and that point is saved before
+          // anything is read, so a restart can never skip what comes after it.
+          saved = { position: await currentBinlogPosition(conn), txnSeq: 0, epoch: randomUUID(), savedAt: Date.now() };
+          await this.store.save(saved);
+          this.logger.info({ from: describePosition(saved.position), epoch: saved.epoch, reset: this.opts.resetCheckpoint ?? false }, 'no checkpoint: starting at the current end of the binlog');
+        } else {
+          this.logger.info({ from: describePosition(saved.position), txnSeq: saved.txnSeq, epoch: saved.epoch }, 'resuming from checkpoint');
+        }
+      } finally {
+        await conn.end();
+      }
+      this.epoch = saved.epoch;
+      this.txnSeq = saved.txnSeq;
+      this.stats.lastCheckpoint = saved;
+      const from = saved.position;
+      this.batch = new Batch(this.config.partitions, this.txnSeq);
+      // Resolve once the stream is really open, so "running" means writes from now on are seen.
+      const ready = new Promise<void>((resolve, reject) => {
+        this.listener.once('ready', () => resolve());
+        this.listener.once('fatal', reject);
+        this.abort.signal.addEventListener('abort', () => reject(this.abort.signal.reason), { once: true });
+      });
+      this.life.set('running');
+      this.listener.start(from);
+      await ready;
+    } catch (err) {
+      if (this.abort.signal.aborted) throw err; // closed while starting: close() finishes the job
+      await this.teardown();
+      this.life.set('failed');
+      throw err;
+    }
+  }
+
+  /** MySQL may be restarting: keep trying (with backoff) until it answers or we are closed. */
+  private async connectWithRetry(): Promise<Connection> {
+    let delay = this.config.tailer.reconnectInitialMs;
+    for (let attempt = 1; ; attempt++) {
+      this.abort.signal.throwIfAborted();
+      try {
+        return await connectMysql(mysqlFor(this.config.mysql, 'tailer'), { database: false });
+      } catch (err) {
+        const code = (err as { code?: string }).code ?? '';
+        // Wrong credentials or an unknown host will not fix themselves.
+        if (/ER_ACCESS_DENIED|ER_DBACCESS_DENIED|ENOTFOUND|ER_NOT_SUPPORTED_AUTH/.test(code)) throw err;
+        if (attempt === 1 || attempt % 10 === 0) this.logger.warn({ err: errorMessage(err), code, retryInMs: delay }, 'cannot reach MySQL; retrying');
+        await sleep(delay, this.abort.signal);
+        delay = Math.min(delay * 2, this.config.tailer.reconnectMaxMs);
+      }
+    }
+  }
+
+  private onTransaction(txn: BinlogTransaction): void {
+    if (this.life.state !== 'running') return;
+    this.stats.transactions++;
+    const b = this.batch;
+    if (txn.rows.length > 0) {
+      const t = ++this.txnSeq;
+      const source = txn.gtid ?? describePosition(txn.position);
+      for (const row of txn.rows) {
+        let d = decodeRow(row.values, t, txn.commitTimeSec, { maxItemBytes: this.config.memcached.maxItemBytes });
+        if (row.unexpected) {
+          const reason =
+            row.unexpected === 'xa'
+              ? `written in a two-phase XA transaction, which mcrepl does not support; not applied (write cache entries outside XA)`
+              : `${row.unexpected.toUpperCase()} on ${STORAGE_TABLE} is not a cache operation (it must only receive INSERTs; is it still ENGINE=BLACKHOLE?)`;
+          const instead = d.ok ? (d.op.kind === 'flush' ? undefined : { kind: 'delete' as const, t, nsId: d.op.nsId, key: d.op.key }) : d.instead;
+          d = { ok: false, reason, row: describeRow(row.values), ...(instead ? { instead } : {}) };
+        }
+        if (d.ok) {
+          b.add(d.op);
+          this.stats.ops++;
+        } else {
+          if (d.instead) b.add(d.instead);
+          this.addDeadLetter(b, { reason: d.reason, row: d.row, source, keyDeleted: d.instead !== undefined });
+        }
+      }
+    }
+    b.commit(txn.position, this.txnSeq);
+    if (this.inFlightBytes + b.bytes > this.config.tailer.maxPendingBytes && !this.listener.isPaused) {
+      this.logger.debug({ pendingBytes: this.inFlightBytes + b.bytes }, 'backpressure: pausing the binlog stream');
+      this.stats.pauses++;
+      this.listener.pause();
+    }
+    this.scheduleFlush();
+  }
+
+  private addDeadLetter(b: Batch, d: { reason: string; row: Record<string, unknown>; source: string; keyDeleted: boolean }): void {
+    const entry: DeadLetter = { at: new Date().toISOString(), stage: 'tailer', reason: d.reason, op: d.row, source: d.source, ...(d.keyDeleted ? { action: 'key deleted everywhere instead' } : {}) };
+    b.deadLetters.push(entry);
+    this.stats.deadLetters++;
+    this.logger.warn({ reason: d.reason, row: d.row, source: d.source }, 'bad row dead-lettered');
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushing) return; // the running flush picks the batch up when it finishes
+    const b = this.batch;
+    const cfg = this.config.tailer;
+    if (b.opCount >= cfg.batchMaxOps || b.bytes >= cfg.batchMaxBytes) {
+      this.flushNow();
+    } else if (b.opCount > 0 || b.deadLetters.length > 0) {
+      this.lingerTimer ??= setTimeout(() => this.flushNow(), cfg.lingerMs);
+    } else if (b.transactions > 0) {
+      // Only other tables' commits: move the checkpoint now and then, not on every commit.
+      this.checkpointTimer ??= setTimeout(() => this.flushNow(), Math.max(0, this.lastSaveAt + cfg.checkpointIntervalMs - Date.now()));
+    }
+  }
+
+  private flushNow(): void {
+    clearTimeout(this.lingerTimer);
+    clearTimeout(this.checkpointTimer);
+    this.lingerTimer = this.checkpointTimer = undefined;
+    if (this.flushing || this.fatalError) return;
+    this.flushing = this.flushLoop().finally(() => {
+      this.flushing = undefined;
+      if (!this.batch.isEmpty && this.life.state === 'running') this.scheduleFlush();
+    });
+  }
+
+  private async flushLoop(): Promise<void> {
+    for (;;) {
+      const b = this.batch;
+      if (b.isEmpty || this.fatalError) return;
+      this.batch = new Batch(this.config.partitions, this.txnSeq);
+      this.inFlightBytes += b.bytes;
+      try {
+        if (b.opCount > 0) {
+          const jobs = await this.persist('enqueue jobs', () => this.producer.enqueue(this.epoch, b));
+          this.stats.jobs += jobs;
+        }
+        if (b.deadLetters.length > 0) await this.persist('record dead letters', () => this.deadLetters.add(b.deadLetters));
+        if (b.position) {
+          const cp: Checkpoint = { position: b.position, txnSeq: b.txnSeq, epoch: this.epoch, savedAt: Date.now() };
+          await this.persist('save checkpoint', () => this.store.save(cp));
+          this.lastSaveAt = cp.savedAt;
+          this.stats.lastCheckpoint = cp;
+          this.stats.batches++;
+          this.emit('checkpoint', cp);
+        }
+      } catch (err) {
+        this.inFlightBytes -= b.bytes;
+        if (err instanceof RewindNeeded) {
+          await this.rewind();
+          return;
+        }
+        this.fail(err instanceof Error ? err : new Error(String(err)));
+        return;
+      }
+      this.inFlightBytes -= b.bytes;
+      if (this.listener.isPaused && this.inFlightBytes + this.batch.bytes < this.config.tailer.maxPendingBytes / 2) {
+        this.listener.resume();
+      }
+      // Ops that arrived meanwhile go out at once: under load this is what makes batches big.
+      // Other tables' commits alone wait for the checkpoint timer.
+      if (this.batch.opCount === 0 && this.batch.deadLetters.length === 0 && this.life.state === 'running') return;
+    }
+  }
+
+  /** Runs a Redis write until it succeeds; only losing the lease or a bug stops it. */
+  private async persist<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    let delay = 100;
+    for (;;) {
+      if (this.fatalError) throw this.fatalError;
+      // Never write to a Redis that restarted before we know it did.
+      await this.restarts.settled();
+      if (this.rewindRequested) throw new RewindNeeded();
+      if (!this.lease.isHeld) throw new McreplError('LEASE_LOST', `not the active tailer any more; not allowed to ${what}`);
+      try {
+        // A command caught in a connection reset can stay pending forever: give up on it and
+        // try again (a late success only duplicates jobs, which the workers skip).
+        return await withTimeout(fn(), PERSIST_ATTEMPT_TIMEOUT_MS, `${what} timed out`);
+      } catch (err) {
+        if (err instanceof TypeError || err instanceof RangeError || err instanceof LeaseLostError) throw err;
+        this.logger.warn({ err: errorMessage(err), retryInMs: delay }, `could not ${what}; retrying`);
+        await sleep(delay);
+        delay = Math.min(delay * 2, 5_000);
+      }
+    }
+  }
+
+  /**
+   * After a Redis restart: what Redis kept may end before what we sent it (a machine crash
+   * loses up to a second of AOF). Drop what is in memory and replay the binlog from the
+   * checkpoint Redis has; jobs that survived are recognised by the workers and skipped.
+   */
+  private async rewind(): Promise<void> {
+    this.rewindRequested = false;
+    await this.listener.stop();
+    let cp: Checkpoint | null = null;
+    for (let delay = 100; ; delay = Math.min(delay * 2, 5_000)) {
+      try {
+        cp = await this.store.load();
+        break;
+      } catch (err) {
+        if (this.abort.signal.aborted) return;
+        this.logger.warn({ err: errorMessage(err) }, 'could not read the checkpoint; retrying');
+        await sleep(delay, this.abort.signal).catch(() => undefined);
+      }
+    }
+    if (!cp) {
+      this.fail(new McreplError('CHECKPOINT_LOST', 'Redis restarted without the checkpoint: where to resume is unknown. Flush the memcached servers (or the namespaces), then start the tailer with --reset-checkpoint'));
+      return;
+    }
+    this.logger.warn({ from: describePosition(cp.position), txnSeq: cp.txnSeq }, 'Redis restarted: replaying from the checkpoint it kept');
+    this.epoch = cp.epoch;
+    this.txnSeq = cp.txnSeq;
+    this.batch = new Batch(this.config.partitions, cp.txnSeq);
+    this.inFlightBytes = 0;
+    this.listener.resume();
+    if (this.life.state === 'running') this.listener.start(cp.position);
+  }
+
+  private fail(err: Error): void {
+    if (this.fatalError || this.life.state === 'stopped') return;
+    this.fatalError = err;
+    this.logger.error({ err: errorMessage(err), code: (err as McreplError).code }, 'tailer failed');
+    this.life.set('failed');
+    void this.teardown()
+      .catch(() => undefined)
+      .finally(() => this.emit('fatal', err));
+  }
+
+  /** Stops reading, enqueues what was read, saves the checkpoint, releases the lease. */
+  async close(): Promise<void> {
+    if (this.life.state === 'stopped') return;
+    const failed = this.life.state === 'failed';
+    if (!failed) this.life.set('stopping');
+    this.abort.abort(new McreplError('CLOSED', 'tailer closed'));
+    await this.listener.stop();
+    if (!failed && !this.fatalError && this.lease.isHeld) {
+      if (this.flushing) await this.flushing;
+      if (!this.batch.isEmpty) {
+        this.flushNow();
+        await this.flushing;
+      }
+    }
+    await this.teardown();
+    if (!failed) this.life.set('stopped');
+  }
+
+  private tornDown = false;
+  private async teardown(): Promise<void> {
+    if (this.tornDown) return;
+    this.tornDown = true;
+    clearTimeout(this.lingerTimer);
+    clearTimeout(this.checkpointTimer);
+    await this.listener.stop();
+    if (this.flushing) await this.flushing.catch(() => undefined);
+    await this.lease.release();
+    await this.producer.close().catch(() => undefined);
+    this.redis.disconnect();
+  }
+}

@@ -1,0 +1,56 @@
+/** Runs the real `mcrepl` command line as a child process, as an operator would. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { repoRoot } from '../../scripts/stack.js';
+import type { ResolvedConfig } from '../../src/config/schema.js';
+
+export const MCREPL_BIN = path.join(repoRoot, 'bin', 'mcrepl.js');
+
+/** Writes the config to a temp file (secrets stay in their files: only passwordFile is written). */
+export function writeConfigFile(config: ResolvedConfig): string {
+  const c = structuredClone(config) as ResolvedConfig;
+  for (const s of [c.mysql, c.redis]) if (s.passwordFile) delete s.password;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mcrepl-test-'));
+  const file = path.join(dir, 'mcrepl.json');
+  fs.writeFileSync(file, JSON.stringify(c, null, 2), { mode: 0o600 });
+  return file;
+}
+
+export class McreplProcess {
+  readonly child: ChildProcess;
+  stdout = '';
+  stderr = '';
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+  constructor(args: string[], env: NodeJS.ProcessEnv = {}) {
+    this.child = spawn(process.execPath, [MCREPL_BIN, ...args], { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child.stdout!.on('data', (d: Buffer) => (this.stdout += d.toString()));
+    this.child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
+    this.exited = new Promise((resolve) => this.child.on('exit', (code, signal) => resolve({ code, signal })));
+  }
+
+  /** Waits for a line of output (stdout or stderr) matching `re`. */
+  async waitForOutput(re: RegExp, timeoutMs = 15_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let exited = false;
+    void this.exited.then(() => (exited = true));
+    while (!re.test(this.stdout) && !re.test(this.stderr)) {
+      if (exited) throw new Error(`mcrepl exited before printing ${re}:\n${this.stdout}\n${this.stderr}`);
+      if (Date.now() > deadline) throw new Error(`mcrepl did not print ${re} within ${timeoutMs} ms:\n${this.stdout.slice(-3000)}\n${this.stderr.slice(-3000)}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    this.child.kill(signal);
+  }
+}
+
+/** Runs a command to completion. */
+export async function mcrepl(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const p = new McreplProcess(args, env);
+  const { code } = await p.exited;
+  return { code, stdout: p.stdout, stderr: p.stderr };
+}

@@ -1,0 +1,290 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { decodeRow, describeRow, type DecodedRow } from '../../src/source/row-decoder.js';
+import type { Op } from '../../src/fanout/op.js';
+
+const T = 12;
+const EVENT = 1_700_000_000;
+const LIMITS = { maxItemBytes: 1_048_576 };
+const KEY_TAIL = '; memcached keys may not contain spaces or control characters';
+
+const setRow = (over: Record<string, unknown> = {}): Record<string, unknown> => ({
+  ns_id: 7,
+  mc_key: Buffer.from('user:1'),
+  mc_value: Buffer.from('hello'),
+  expire: 0,
+  op: 'set',
+  flush_id: null,
+  problem: null,
+  ...over,
+});
+const deleteRow = (over: Record<string, unknown> = {}) => setRow({ op: 'delete', mc_value: null, expire: 0, ...over });
+const flushRow = (over: Record<string, unknown> = {}) => setRow({ op: 'flush', mc_key: null, mc_value: null, expire: 0, flush_id: 5, ...over });
+
+function ok(d: DecodedRow): Op {
+  if (!d.ok) assert.fail(`expected ok, got: ${d.reason}`);
+  return d.op;
+}
+function reason(d: DecodedRow): string {
+  if (d.ok) assert.fail(`expected a refusal, got op ${JSON.stringify(d.op.kind)}`);
+  return d.reason;
+}
+const decode = (row: Record<string, unknown>, limits = LIMITS) => decodeRow(row, T, EVENT, limits);
+
+describe('decodeRow: valid rows', () => {
+  test('a set with Buffer key and value', () => {
+    assert.deepEqual(ok(decode(setRow())), { kind: 'set', t: T, nsId: 7, key: Buffer.from('user:1'), value: Buffer.from('hello'), expiresAt: 0 });
+  });
+
+  test('string key and value become their UTF-8 bytes', () => {
+    const op = ok(decode(setRow({ mc_key: 'clé', mc_value: 'wörld' })));
+    assert.equal(op.kind, 'set');
+    if (op.kind !== 'set') return;
+    assert.deepEqual(op.key, Buffer.from([0x63, 0x6c, 0xc3, 0xa9]));
+    assert.deepEqual(op.value, Buffer.from('wörld', 'utf8'));
+  });
+
+  test('an empty value is a valid set', () => {
+    const op = ok(decode(setRow({ mc_value: Buffer.alloc(0) })));
+    assert.equal(op.kind === 'set' && op.value.length, 0);
+  });
+
+  test('expiresAt is computed from the event time, not the clock', () => {
+    const at = (expire: unknown, eventTime = EVENT) => {
+      const op = ok(decodeRow(setRow({ expire }), T, eventTime, LIMITS));
+      assert.equal(op.kind, 'set');
+      return op.kind === 'set' ? op.expiresAt : NaN;
+    };
+    assert.equal(at(0), 0);
+    assert.equal(at(1), EVENT + 1);
+    assert.equal(at(100), EVENT + 100);
+    assert.equal(at(100, 1_000_000_000), 1_000_000_100);
+    assert.equal(at(2_592_000), EVENT + 2_592_000);
+    assert.equal(at(2_592_001), 2_592_001);
+    assert.equal(at(1_900_000_000), 1_900_000_000);
+    assert.equal(at(4_294_967_295), 4_294_967_295);
+  });
+
+  test('BIGINT columns given as bigint or numeric strings are accepted', () => {
+    const op = ok(decode(setRow({ ns_id: 7n, expire: 100n })));
+    assert.equal(op.nsId, 7);
+    assert.equal(op.kind === 'set' && op.expiresAt, EVENT + 100);
+    const op2 = ok(decode(setRow({ ns_id: '9', expire: '60' })));
+    assert.equal(op2.nsId, 9);
+    assert.equal(op2.kind === 'set' && op2.expiresAt, EVENT + 60);
+  });
+
+  test('a negative namespace id is carried through', () => {
+    assert.equal(ok(decode(setRow({ ns_id: -3 }))).nsId, -3);
+  });
+
+  test('a delete needs neither value nor expire', () => {
+    assert.deepEqual(ok(decode(deleteRow({ mc_value: null, expire: null }))), { kind: 'delete', t: T, nsId: 7, key: Buffer.from('user:1') });
+  });
+
+  test('a flush marker carries its flush id and token (in mc_value) and needs no key', () => {
+    assert.deepEqual(ok(decode(flushRow())), { kind: 'flush', t: T, nsId: 7, flushId: 5, token: '' });
+    assert.deepEqual(ok(decode(flushRow({ flush_id: 123n, mc_value: Buffer.from('0b7c8a52-aaaa-bbbb-cccc-0242ac120002') }))), {
+      kind: 'flush',
+      t: T,
+      nsId: 7,
+      flushId: 123,
+      token: '0b7c8a52-aaaa-bbbb-cccc-0242ac120002',
+    });
+  });
+
+  test('an empty problem string is not a problem', () => {
+    assert.equal(ok(decode(setRow({ problem: '' }))).kind, 'set');
+  });
+
+  test('binary keys with bytes 0x80-0xff are fine', () => {
+    const key = Buffer.from([0x80, 0xff, 0x41]);
+    const op = ok(decode(setRow({ mc_key: key })));
+    assert.ok(op.kind === 'set' && op.key.equals(key));
+  });
+
+  test('a 250-byte key is fine', () => {
+    assert.equal(ok(decode(deleteRow({ mc_key: Buffer.alloc(250, 0x41) }))).kind, 'delete');
+  });
+});
+
+describe('decodeRow: refused rows', () => {
+  test('a problem set by the trigger wins over everything else, verbatim', () => {
+    const d = decode(setRow({ problem: 'unknown namespace 99; create it first with create_namespace()', ns_id: 99 }));
+    assert.equal(reason(d), 'unknown namespace 99; create it first with create_namespace()');
+    assert.equal(reason(decode(setRow({ problem: 'from trigger', op: 'bogus', mc_key: null }))), 'from trigger');
+  });
+
+  test('an unknown op is named, quoted and cut to 32 characters', () => {
+    assert.equal(reason(decode(setRow({ op: 'upsert' }))), "unknown op 'upsert'; expected set, delete or flush");
+    assert.equal(reason(decode(setRow({ op: 'x'.repeat(40) }))), `unknown op '${'x'.repeat(32)}'; expected set, delete or flush`);
+    assert.equal(reason(decode(setRow({ op: '' }))), "unknown op ''; expected set, delete or flush");
+  });
+
+  test('a NULL op', () => {
+    assert.equal(reason(decode(setRow({ op: null }))), 'unknown op NULL; expected set, delete or flush');
+    assert.equal(reason(decode(setRow({ op: undefined }))), 'unknown op NULL; expected set, delete or flush');
+  });
+
+  test('a NULL namespace, for every op', () => {
+    assert.equal(reason(decode(setRow({ ns_id: null }))), 'namespace id is NULL');
+    assert.equal(reason(decode(deleteRow({ ns_id: null }))), 'namespace id is NULL');
+    assert.equal(reason(decode(flushRow({ ns_id: undefined }))), 'namespace id is NULL');
+  });
+
+  test('a flush marker without a usable flush_id', () => {
+    for (const flush_id of [null, undefined, 0, -1, 0n]) {
+      assert.equal(reason(decode(flushRow({ flush_id }))), 'flush marker without flush_id; use flush_namespace()', String(flush_id));
+    }
+  });
+
+  test('bad keys, for set and delete alike', () => {
+    for (const make of [setRow, deleteRow]) {
+      assert.equal(reason(decode(make({ mc_key: null }))), 'key is NULL');
+      assert.equal(reason(decode(make({ mc_key: Buffer.alloc(0) }))), 'key is empty');
+      assert.equal(reason(decode(make({ mc_key: '' }))), 'key is empty');
+      assert.equal(reason(decode(make({ mc_key: Buffer.alloc(251, 0x41) }))), 'key is 251 bytes; memcached keys are at most 250 bytes');
+      assert.equal(reason(decode(make({ mc_key: 'é'.repeat(126) }))), 'key is 252 bytes; memcached keys are at most 250 bytes');
+      assert.equal(reason(decode(make({ mc_key: 'a b' }))), `key has a space at byte 2${KEY_TAIL}`);
+      assert.equal(reason(decode(make({ mc_key: Buffer.from([0x61, 0x00]) }))), `key has control byte 0x00 at byte 2${KEY_TAIL}`);
+      assert.equal(reason(decode(make({ mc_key: 'x\x7f' }))), `key has control byte 0x7F at byte 2${KEY_TAIL}`);
+    }
+  });
+
+  test('a NULL value in a set', () => {
+    assert.equal(reason(decode(setRow({ mc_value: null }))), 'value is NULL; use delete_key() to remove a key');
+    assert.equal(reason(decode(setRow({ mc_value: undefined }))), 'value is NULL; use delete_key() to remove a key');
+  });
+
+  test('a NULL expire in a set', () => {
+    assert.equal(reason(decode(setRow({ expire: null }))), 'expire is NULL; use 0 for no expiry');
+  });
+
+  test('a negative expire', () => {
+    assert.equal(reason(decode(setRow({ expire: -1 }))), 'expire is -1; use 0 (never), seconds up to 2592000, or a unix timestamp');
+    assert.equal(reason(decode(setRow({ expire: -100n }))), 'expire is -100; use 0 (never), seconds up to 2592000, or a unix timestamp');
+  });
+
+  test('an expire beyond 32-bit unix time', () => {
+    assert.equal(reason(decode(setRow({ expire: 4_294_967_296 }))), 'expire 4294967296 is beyond the 32-bit unix time memcached accepts');
+    assert.match(reason(decode(setRow({ expire: 9_223_372_036_854_775_807n }))), /^expire 9\d{18} is beyond the 32-bit unix time memcached accepts$/);
+  });
+
+  test('an item too large: key + value + 64 bytes over maxItemBytes', () => {
+    const limits = { maxItemBytes: 1000 };
+    // key 1 byte + value 936 + 64 = 1001
+    assert.equal(
+      reason(decode(setRow({ mc_key: 'k', mc_value: Buffer.alloc(936) }), limits)),
+      'value is 936 bytes; with its key and 64 bytes of overhead it exceeds the memcached item size of 1000 bytes (memcached.maxItemBytes)',
+    );
+    // The key counts too: a 10-byte key with a 927-byte value is also 1001.
+    assert.match(reason(decode(setRow({ mc_key: 'k'.repeat(10), mc_value: Buffer.alloc(927) }), limits)), /^value is 927 bytes; .* 1000 bytes/);
+  });
+
+  test('an item exactly at maxItemBytes passes', () => {
+    const limits = { maxItemBytes: 1000 };
+    assert.equal(ok(decode(setRow({ mc_key: 'k', mc_value: Buffer.alloc(935) }), limits)).kind, 'set');
+    assert.equal(ok(decode(setRow({ mc_key: 'k'.repeat(10), mc_value: Buffer.alloc(926) }), limits)).kind, 'set');
+  });
+
+  test('sizes are counted in bytes for string keys and values', () => {
+    const limits = { maxItemBytes: 1000 };
+    // 'éé' is 4 bytes; 466 × 'é' is 932 bytes: 4 + 932 + 64 = 1000.
+    assert.equal(ok(decode(setRow({ mc_key: 'éé', mc_value: 'é'.repeat(466) }), limits)).kind, 'set');
+    assert.match(reason(decode(setRow({ mc_key: 'éé', mc_value: `${'é'.repeat(466)}x` }), limits)), /^value is 933 bytes/);
+  });
+
+  test('the default 1 MiB limit', () => {
+    const key = 'k';
+    assert.equal(ok(decode(setRow({ mc_key: key, mc_value: Buffer.alloc(1_048_576 - 65) }))).kind, 'set');
+    assert.match(reason(decode(setRow({ mc_key: key, mc_value: Buffer.alloc(1_048_576 - 64) }))), /exceeds the memcached item size of 1048576 bytes/);
+  });
+
+  test('delete and flush ignore the item size and expire checks', () => {
+    const limits = { maxItemBytes: 10 };
+    assert.equal(ok(decode(deleteRow({ mc_value: Buffer.alloc(100), expire: -5 }), limits)).kind, 'delete');
+    assert.equal(ok(decode(flushRow({ expire: null }), limits)).kind, 'flush');
+  });
+
+  test('a refused row carries the printable description of the row', () => {
+    const row = setRow({ mc_key: Buffer.from('a\nb'), mc_value: null });
+    const d = decode(row);
+    assert.equal(d.ok, false);
+    if (d.ok) return;
+    assert.deepEqual(d.row, describeRow(row));
+    assert.equal(d.row.key, '0x610a62');
+  });
+});
+
+describe('describeRow', () => {
+  test('shows key text and sizes, never value bytes', () => {
+    const row = setRow({ mc_value: Buffer.from('secret value'), expire: 100 });
+    assert.deepEqual(describeRow(row), { op: 'set', nsId: 7, key: 'user:1', keyBytes: 6, valueBytes: 12, expire: '100' });
+    assert.doesNotMatch(JSON.stringify(describeRow(row)), /secret/);
+  });
+
+  test('binary keys are hex; bigints become strings so the result is JSON-serialisable', () => {
+    const row = { op: 'flush', ns_id: 3, mc_key: Buffer.from([0x00, 0xff]), mc_value: null, expire: 9_000_000_000_000_000_000n, flush_id: 77n };
+    const d = describeRow(row);
+    assert.deepEqual(d, { op: 'flush', nsId: 3, key: '0x00ff', keyBytes: 2, valueBytes: null, expire: '9000000000000000000', flushId: '77' });
+    assert.doesNotThrow(() => JSON.stringify(d));
+  });
+
+  test('flushId is present only when flush_id is set', () => {
+    assert.equal('flushId' in describeRow(setRow()), false);
+    assert.equal(describeRow(flushRow({ flush_id: 5 })).flushId, '5');
+  });
+
+  test('an empty row describes every field as null', () => {
+    assert.deepEqual(describeRow({}), { op: null, nsId: null, key: 'undefined', keyBytes: null, valueBytes: null, expire: null });
+  });
+
+  test('a NULL key is shown as null with no byte count', () => {
+    const d = describeRow(setRow({ mc_key: null }));
+    assert.equal(d.key, 'null');
+    assert.equal(d.keyBytes, null);
+  });
+
+  test('string keys and values are measured in bytes', () => {
+    const d = describeRow(setRow({ mc_key: 'clé', mc_value: '€' }));
+    assert.equal(d.key, 'clé');
+    assert.equal(d.keyBytes, 4);
+    assert.equal(d.valueBytes, 3);
+  });
+
+  test('the output is printable for every single-byte key', () => {
+    for (let b = 0; b < 256; b++) {
+      const d = describeRow(setRow({ mc_key: Buffer.from([0x61, b]) }));
+      assert.equal(typeof d.key, 'string');
+      // eslint-disable-next-line no-control-regex
+      assert.doesNotMatch(d.key as string, /[\u0000-\u001f\u007f]/, `byte ${b}`);
+      assert.equal(d.keyBytes, 2);
+    }
+  });
+
+  test('NULL expire is described as null, like the other NULL columns', () => {
+    assert.equal(describeRow(setRow({ expire: null })).expire, null);
+  });
+});
+
+describe('a bad row with a usable key becomes a delete of that key', () => {
+  test('bad value, expire, namespace or op: delete the key instead', () => {
+    for (const over of [{ mc_value: null }, { expire: -1 }, { problem: 'unknown namespace 9' }, { op: 'frob' }]) {
+      const d = decodeRow(setRow(over), 7, 1_000, LIMITS);
+      assert.equal(d.ok, false);
+      if (d.ok) continue;
+      assert.ok(d.instead, JSON.stringify(over));
+      assert.equal(d.instead.kind, 'delete');
+      assert.equal(d.instead.t, 7);
+      assert.equal(d.instead.key.toString(), String(setRow().mc_key));
+    }
+  });
+
+  test('no usable key (or a flush marker): nothing instead', () => {
+    for (const over of [{ mc_key: null }, { mc_key: Buffer.from('a b') }, { mc_key: Buffer.alloc(251, 0x61) }, { op: 'flush', flush_id: null }]) {
+      const d = decodeRow(setRow(over), 7, 1_000, LIMITS);
+      assert.equal(d.ok, false);
+      if (!d.ok) assert.equal(d.instead, undefined, JSON.stringify(over));
+    }
+  });
+});

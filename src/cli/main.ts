@@ -4,6 +4,7 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import YAML from 'yaml';
+import { redactSecrets } from '../observability/logger.js';
 import { context, EXIT, reportError, type GlobalOptions } from './context.js';
 import { flush } from './commands/flush.js';
 import { runAll, runTailer, runWorkers } from './commands/pipeline.js';
@@ -92,8 +93,7 @@ program
   .action(() =>
     run(async () => {
       const { config, configFile } = context(globals(), 'config', true);
-      const shown = structuredClone(config);
-      for (const s of [shown.mysql, shown.redis]) if (s.password !== undefined) s.password = '[redacted]';
+      const shown = redactSecrets(config);
       process.stdout.write(`# ${configFile ?? 'no config file'} + environment\n${YAML.stringify(shown)}`);
       return EXIT.ok;
     }),

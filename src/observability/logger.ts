@@ -1,6 +1,6 @@
 /**
  * Structured JSON logs (pino). Secrets never reach a log line: any field named like a password
- * is redacted wherever it appears, and config objects are logged through `redactConfig`.
+ * is redacted at the depths pino checks, and whole config objects go through `redactSecrets`.
  */
 import { pino, type Logger, type LevelWithSilent } from 'pino';
 
@@ -31,3 +31,14 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
 
 /** A logger that drops everything (tests, library use). */
 export const silentLogger: Logger = pino({ level: 'silent' });
+
+const SECRET_FIELD = /^(password|passphrase|secret|token|authorization)$/i;
+
+/** A deep copy with every secret-named field replaced by '[redacted]' (printing a config). */
+export function redactSecrets<T>(value: T): T {
+  if (Array.isArray(value)) return value.map((v: unknown) => redactSecrets(v)) as T;
+  if (!value || typeof value !== 'object' || Buffer.isBuffer(value)) return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) out[k] = SECRET_FIELD.test(k) && v !== undefined ? '[redacted]' : redactSecrets(v);
+  return out as T;
+}

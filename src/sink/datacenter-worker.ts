@@ -125,7 +125,13 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     const store: ChannelStore = { save: (address, state) => this.saveServerState(address, state) };
     this.channels = dcConfig.servers.map(
       (s) =>
-        new ServerChannel(factory(s, { timeoutMs: config.memcached.timeoutMs, connectTimeoutMs: config.memcached.connectTimeoutMs, logger: this.logger }), {
+        new ServerChannel(factory(s, {
+          timeoutMs: config.memcached.timeoutMs,
+          connectTimeoutMs: config.memcached.connectTimeoutMs,
+          logger: this.logger,
+          username: config.memcached.username,
+          password: config.memcached.password,
+        }), {
           logger: this.logger,
           store,
           missed: new RedisMissedOpStore(this.redis, this.keys, dc, s, config.worker.missedOpsMaxKeys, config.worker.missedOpsMaxBytes),
@@ -294,6 +300,9 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
   private async warm(target: ServerChannel): Promise<boolean> {
     const peer = this.channels.find((c) => c !== target && c.health === 'healthy');
     if (!peer) return false;
+    // Copying uses the text (meta) protocol, which memcached turns off under SASL (-S): such a
+    // server starts empty (flushed) and fills from new writes.
+    if (this.config.memcached.username !== undefined) return false;
     const timeoutMs = this.config.memcached.timeoutMs * 5;
     const from = new MetaClient(peer.address, timeoutMs);
     const to = new MetaClient(target.address, timeoutMs);

@@ -37,6 +37,9 @@ export interface WriterOptions {
   timeoutMs: number;
   connectTimeoutMs: number;
   logger: Logger;
+  /** SASL PLAIN credentials (binary protocol), for servers started with -S. */
+  username?: string | undefined;
+  password?: string | undefined;
 }
 
 export type WriterFactory = (address: string, opts: WriterOptions) => MemcachedWriter;
@@ -57,6 +60,7 @@ export class MemjsWriter implements MemcachedWriter {
       timeout: opts.timeoutMs / 1000,
       conntimeout: opts.connectTimeoutMs / 1000,
       keepAlive: true,
+      ...(opts.username !== undefined ? { username: opts.username, password: opts.password ?? '' } : {}),
       // memjs prints failures to the console unless given a logger.
       logger: { log: (...args: unknown[]) => opts.logger.debug({ server: address, memjs: args.map(String).join(' ') }, 'memjs') },
     });

@@ -11,11 +11,32 @@ export const MCREPL_BIN = path.join(repoRoot, 'bin', 'mcrepl.js');
 /** Writes the config to a temp file (secrets stay in their files: only passwordFile is written). */
 export function writeConfigFile(config: ResolvedConfig): string {
   const c = structuredClone(config) as ResolvedConfig;
-  for (const s of [c.mysql, c.redis]) if (s.passwordFile) delete s.password;
+  // Every section with a password file (mysql, its role accounts, redis, memcached).
+  const strip = (o: unknown): void => {
+    if (!o || typeof o !== 'object') return;
+    const rec = o as Record<string, unknown>;
+    if (rec.passwordFile) delete rec.password;
+    for (const v of Object.values(rec)) strip(v);
+  };
+  strip(c);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mcrepl-test-'));
   const file = path.join(dir, 'mcrepl.json');
   fs.writeFileSync(file, JSON.stringify(c, null, 2), { mode: 0o600 });
   return file;
+}
+
+/** Every secret in a resolved config (mysql, its role accounts, redis, memcached): what must never be printed. */
+export function secretsOf(config: ResolvedConfig): string[] {
+  const found: string[] = [];
+  const walk = (o: unknown): void => {
+    if (!o || typeof o !== 'object') return;
+    for (const [k, v] of Object.entries(o as Record<string, unknown>)) {
+      if (k === 'password' && typeof v === 'string' && v.length > 0) found.push(v);
+      else walk(v);
+    }
+  };
+  walk(config);
+  return [...new Set(found)];
 }
 
 export class McreplProcess {

@@ -8,6 +8,7 @@ import { after, before, test } from 'node:test';
 import { ensureAdminUser, startMariadb, stopMariadb, type MariadbInstance } from '../../scripts/stack.js';
 import { createTestEnv, layout, type TestEnv } from '../helpers/env.js';
 import { mcrepl, writeConfigFile } from '../helpers/cli.js';
+import { installAccounts } from '../../src/registry/accounts.js';
 import { connectMysql } from '../../src/registry/mysql.js';
 import { installSchema } from '../../src/registry/schema-installer.js';
 import { preflight } from '../../src/source/preflight.js';
@@ -36,6 +37,9 @@ test('the tailer refuses a MIXED-format server, listing every problem with its f
   const config = structuredClone(env.config);
   config.mysql.port = mixed.port;
   config.mysql.database = 'mcrepl_not_installed';
+  // The tailer runs as its own account: create it (and nothing else) on this server.
+  const conn = await connectMysql(config.mysql, { database: false });
+  await installAccounts(conn, config.mysql).finally(() => conn.end());
   const r = await mcrepl(['-c', writeConfigFile(config), 'tailer']);
   assert.equal(r.code, 3, `exit code; stderr:\n${r.stderr}`);
   const expected = [

@@ -10,8 +10,13 @@ import type { Context } from '../context.js';
 
 export interface ServerReport {
   address: string;
-  /** As the data center's workers last recorded it; unknown before they first ran. */
+  /**
+   * As the data center's running worker group sees it; `unknown` while no worker group runs
+   * (what was recorded then may no longer be true) or before one first ran.
+   */
   health: string;
+  /** What the last worker group recorded, when none is running now. */
+  lastRecorded?: string;
   mustFlush: boolean;
   since?: string;
   /** Ops kept for it while it is down, and the Redis memory they take. */
@@ -41,13 +46,15 @@ export async function collectStatus(ctx: Context): Promise<StatusReport> {
       datacenters: await Promise.all(
         dcs.map(async (name) => {
           const states = await redis.hgetall(keys.servers(name));
+          const worker = await Lease.holder(redis, keys.workerLease(name));
           const servers: ServerReport[] = await Promise.all(
             (ctx.config.datacenters[name]?.servers ?? Object.keys(states)).map(async (address) => {
               const st = serverStateOf(states[address]);
               const missedKey = keys.missed(name, address);
               return {
                 address,
-                health: st?.health ?? 'unknown',
+                health: (worker && st?.health) || 'unknown',
+                ...(!worker && st?.health ? { lastRecorded: st.health } : {}),
                 mustFlush: st?.mustFlush ?? false,
                 ...(st?.since ? { since: st.since } : {}),
                 missedOps: await redis.hlen(missedKey),
@@ -57,7 +64,7 @@ export async function collectStatus(ctx: Context): Promise<StatusReport> {
           );
           return {
             name,
-            worker: await Lease.holder(redis, keys.workerLease(name)),
+            worker,
             queued: await datacenterDepth(redis, keys, name, topology.partitions),
             redisBytes: (await datacenterMemory(redis, keys, name, topology.partitions)) + servers.reduce((n, sv) => n + sv.missedBytes, 0),
             servers,
@@ -94,6 +101,7 @@ export async function status(ctx: Context, opts: { json?: boolean }): Promise<nu
     );
     for (const sv of d.servers) {
       const extra = [
+        sv.lastRecorded ? `last recorded ${sv.lastRecorded}` : '',
         sv.health !== 'healthy' && sv.since ? `since ${sv.since}` : '',
         sv.missedOps ? `${sv.missedOps} missed ops kept (${formatBytes(sv.missedBytes)})` : '',
         sv.mustFlush ? 'will be flushed before use' : '',

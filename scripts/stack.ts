@@ -437,6 +437,13 @@ export async function killRedis(layout: StackLayout): Promise<void> {
   while (ownedPid(layout.redis.pidFile, redisMarker(layout.redis.port)) !== undefined) await new Promise((r) => setTimeout(r, 20));
 }
 
+/** PID of one memcached server of the stack (undefined when it is not running). */
+export function memcachedPid(layout: StackLayout, name: string): number | undefined {
+  const m = layout.memcached.find((x) => x.name === name);
+  if (!m) throw new Error(`no memcached named ${name}`);
+  return ownedPid(memcachedPidFile(layout, m), `-p ${m.port} `);
+}
+
 /** Restart one memcached server of the stack (it comes back empty). Used by fault tests. */
 export async function restartMemcached(layout: StackLayout, name: string): Promise<void> {
   const m = layout.memcached.find((x) => x.name === name);

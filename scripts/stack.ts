@@ -92,6 +92,8 @@ const REQUIRED = [
   { bin: ['/usr/sbin/mariadbd', '/usr/bin/mariadb-install-db'], pkg: 'mariadb-server' },
   { bin: ['/usr/bin/redis-server'], pkg: 'redis-server' },
   { bin: ['/usr/bin/memcached'], pkg: 'memcached' },
+  // saslpasswd2, for the memcached servers with SASL authentication (-S) the tests start.
+  { bin: ['/usr/sbin/saslpasswd2'], pkg: 'sasl2-bin' },
 ];
 
 export function ensurePackages(): void {
@@ -169,9 +171,9 @@ async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs:
   }
 }
 
-function spawnDetached(cmd: string, args: string[], logFile: string, pidFile?: string): number {
+function spawnDetached(cmd: string, args: string[], logFile: string, pidFile?: string, env?: NodeJS.ProcessEnv): number {
   const out = fs.openSync(logFile, 'a');
-  const child = spawn(cmd, args, { detached: true, stdio: ['ignore', out, out] });
+  const child = spawn(cmd, args, { detached: true, stdio: ['ignore', out, out], ...(env ? { env } : {}) });
   fs.closeSync(out);
   child.unref();
   if (child.pid === undefined) throw new Error(`could not start ${cmd}`);
@@ -364,6 +366,36 @@ async function startMemcached(layout: StackLayout, m: MemcachedSpec): Promise<'s
   spawnDetached('/usr/bin/memcached', memcachedArgs(m.port), path.join(path.dirname(pidFile), `${m.name}.log`), pidFile);
   await waitUntil(`memcached ${m.name} on port ${m.port}`, () => ping(m.port, 'version\r\n', 'VERSION'), 10_000);
   return 'started';
+}
+
+/** The SASL user of the stack's SASL memcached servers; its password is in secrets/memcached-sasl. */
+export const STACK_SASL_USER = 'mcrepl';
+
+/**
+ * A memcached server that requires SASL PLAIN authentication (-S; binary protocol only), with
+ * its own sasldb under the stack's folder. Stop it with stopSaslMemcached (by PID).
+ */
+export async function startSaslMemcached(layout: StackLayout, name: string, port: number): Promise<{ address: string; username: string; passwordFile: string }> {
+  ensurePackages();
+  const dir = path.join(layout.dir, 'memcached-sasl', name);
+  fs.mkdirSync(dir, { recursive: true });
+  const password = ensureSecret(layout.secretsDir, 'memcached-sasl');
+  const db = path.join(dir, 'sasldb2');
+  const r = spawnSync('/usr/sbin/saslpasswd2', ['-p', '-a', 'memcached', '-c', '-f', db, STACK_SASL_USER], { input: `${password}\n` });
+  if (r.status !== 0) throw new Error(`saslpasswd2 failed: ${r.stderr.toString()}`);
+  fs.writeFileSync(path.join(dir, 'memcached.conf'), `mech_list: plain\nsasldb_path: ${db}\n`);
+  const pidFile = path.join(dir, 'memcached.pid');
+  if (ownedPid(pidFile, `-p ${port} `) === undefined) {
+    if (await portOpen(port)) throw new Error(`port ${port} is in use by a process this stack did not start`);
+    spawnDetached('/usr/bin/memcached', [...memcachedArgs(port), '-S'], path.join(dir, 'memcached.log'), pidFile, { ...process.env, SASL_CONF_PATH: dir });
+    // Under -S the text protocol is off (the connection is dropped): that it listens is enough.
+    await waitUntil(`memcached ${name} (SASL) on port ${port}`, () => portOpen(port), 10_000);
+  }
+  return { address: `127.0.0.1:${port}`, username: STACK_SASL_USER, passwordFile: path.join(layout.secretsDir, 'memcached-sasl') };
+}
+
+export async function stopSaslMemcached(layout: StackLayout, name: string, port: number): Promise<void> {
+  await stopPid(`memcached ${name}`, path.join(layout.dir, 'memcached-sasl', name, 'memcached.pid'), `-p ${port} `);
 }
 
 /** Send one line, expect a reply starting with `expect`. */

@@ -94,6 +94,8 @@ const REQUIRED = [
   { bin: ['/usr/bin/memcached'], pkg: 'memcached' },
   // saslpasswd2, for the memcached servers with SASL authentication (-S) the tests start.
   { bin: ['/usr/sbin/saslpasswd2'], pkg: 'sasl2-bin' },
+  // openssl, for the certificates of the TLS Redis the tests start.
+  { bin: ['/usr/bin/openssl'], pkg: 'openssl' },
 ];
 
 export function ensurePackages(): void {

@@ -49,9 +49,11 @@ DELIMITER ;
 -- create_namespace(f_ns_id, f_ns_name)
 --   Creates a namespace, or confirms one that already exists with exactly this id and name.
 --   f_ns_id NULL picks the next free id. Returns one row: (ns_id, ns_name).
+--   Ids are positive: mc_namespaces.ns_id is AUTO_INCREMENT, which would turn 0 into the next
+--   free id (and report 0), and does not support negative values.
 -- Writes: mc_namespaces.
--- SIGNALs (45000): empty or NULL name; name already used by another id; id already used by
---   another name.
+-- SIGNALs (45000): empty or NULL name; id 0 or negative; name already used by another id; id
+--   already used by another name.
 -- ---------------------------------------------------------------------------------------------
 DROP PROCEDURE IF EXISTS create_namespace;
 DELIMITER $$
@@ -63,6 +65,10 @@ BEGIN
   DECLARE v_msg VARCHAR(255);
   IF f_ns_name IS NULL OR f_ns_name = '' THEN
     SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'namespace name is empty';
+  END IF;
+  IF f_ns_id <= 0 THEN
+    SET v_msg = CONCAT('ns_id ', f_ns_id, ' is not positive; pass a positive ns_id, or NULL to pick one');
+    SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = v_msg;
   END IF;
   SELECT ns_id INTO v_id FROM mc_namespaces WHERE ns_name = f_ns_name;
   IF v_id IS NOT NULL AND (f_ns_id IS NULL OR v_id = f_ns_id) THEN

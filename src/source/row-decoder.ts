@@ -5,6 +5,13 @@
  * by the table's trigger (it fills `problem`) and checked again here against memcached's own
  * limits, so that nothing a server would refuse or misread is ever sent, and nothing is
  * dropped silently: a bad row becomes a dead letter with its reason.
+ *
+ * The binlog describes each row with the table's columns as they were when it was written
+ * (binlog_row_metadata=FULL), so an ALTER TABLE that keeps the columns mcrepl reads (an added
+ * column, say) changes nothing here. A row that lacks one of them, or whose value could not
+ * come from the column's type (a number where mc_key should be bytes), was written after a
+ * change to mc_storage that mcrepl cannot follow: it is dead-lettered with a reason naming the
+ * change, rather than read as NULL and refused for the wrong reason.
  */
 import {
   MEMCACHED_EXPIRY_MAX,
@@ -27,6 +34,69 @@ export interface DecodeLimits {
   maxItemBytes: number;
 }
 
+/** The columns of mc_storage (sql/001_tables.sql) the decoder reads, and what each must hold. */
+const STORAGE_COLUMNS = {
+  ns_id: 'integer',
+  mc_key: 'bytes',
+  mc_value: 'bytes',
+  expire: 'integer',
+  op: 'text',
+  flush_id: 'integer',
+  problem: 'text',
+} as const;
+
+type ColumnKind = (typeof STORAGE_COLUMNS)[keyof typeof STORAGE_COLUMNS];
+
+const RESTORE = 'restore it as in sql/001_tables.sql; rows written meanwhile are dead-lettered, not applied';
+
+function fits(kind: ColumnKind, v: unknown): boolean {
+  if (v === null) return true;
+  if (kind === 'integer') return asInt(v) !== undefined;
+  return typeof v === 'string' || Buffer.isBuffer(v);
+}
+
+/** What a value of an unexpected type looks like in a reason: its type and a short sample. */
+function describeValue(v: unknown): string {
+  if (Buffer.isBuffer(v)) return `bytes (${printableKey(v.subarray(0, 16))})`;
+  if (typeof v === 'string') return `text ('${v.slice(0, 32)}')`;
+  if (v instanceof Date) return `a date (${Number.isNaN(v.getTime()) ? 'invalid' : v.toISOString()})`;
+  if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') return `a ${typeof v} (${String(v)})`;
+  return `a value of type ${(v as object | undefined)?.constructor?.name ?? typeof v}`;
+}
+
+/**
+ * Why the row cannot be read as an mc_storage row at all (the table's schema was changed), or
+ * undefined. Extra columns are fine: only the ones mcrepl reads matter.
+ */
+export function schemaProblem(row: Record<string, unknown>): string | undefined {
+  const missing = Object.keys(STORAGE_COLUMNS).filter((c) => row[c] === undefined);
+  if (missing.length > 0) {
+    const s = missing.length > 1 ? 's' : '';
+    return `mc_storage's schema changed: the row has no column${s} ${missing.join(', ')} (it has ${Object.keys(row).filter((c) => row[c] !== undefined).join(', ') || 'none'}); ${RESTORE}`;
+  }
+  for (const [column, kind] of Object.entries(STORAGE_COLUMNS)) {
+    const v = row[column];
+    if (!fits(kind, v)) {
+      const expected = kind === 'integer' ? 'an integer' : kind;
+      return `mc_storage's schema changed: column ${column} holds ${describeValue(v)} instead of ${expected} (its type was altered); ${RESTORE}`;
+    }
+  }
+  return undefined;
+}
+
+function asText(v: unknown): unknown {
+  return Buffer.isBuffer(v) ? v.toString('utf8') : v;
+}
+
+/** A column value as it may appear in a dead letter: JSON-safe and short. */
+function scalar(v: unknown): unknown {
+  if (v === null || v === undefined) return null;
+  if (typeof v === 'number' || typeof v === 'boolean') return v;
+  if (typeof v === 'string') return v.length > 64 ? `${v.slice(0, 64)}…` : v;
+  if (Buffer.isBuffer(v)) return printableKey(v.subarray(0, 64));
+  return String(v);
+}
+
 function asBuffer(v: unknown): Buffer | null | undefined {
   if (v === null || v === undefined) return v as null | undefined;
   if (Buffer.isBuffer(v)) return v;
@@ -36,7 +106,8 @@ function asBuffer(v: unknown): Buffer | null | undefined {
 
 function asInt(v: unknown): number | null | undefined {
   if (v === null || v === undefined) return v as null | undefined;
-  const n = typeof v === 'bigint' ? Number(v) : Number(v);
+  if (typeof v !== 'number' && typeof v !== 'bigint' && (typeof v !== 'string' || v.trim() === '')) return undefined;
+  const n = Number(v);
   return Number.isFinite(n) && Number.isInteger(n) ? n : undefined;
 }
 
@@ -45,8 +116,8 @@ export function describeRow(row: Record<string, unknown>): Record<string, unknow
   const key = asBuffer(row.mc_key);
   const value = asBuffer(row.mc_value);
   return {
-    op: row.op ?? null,
-    nsId: row.ns_id ?? null,
+    op: scalar(row.op),
+    nsId: scalar(row.ns_id),
     key: key === undefined ? String(row.mc_key) : printableKey(key),
     keyBytes: key?.length ?? null,
     valueBytes: value?.length ?? null,
@@ -56,14 +127,17 @@ export function describeRow(row: Record<string, unknown>): Record<string, unknow
 }
 
 export function decodeRow(row: Record<string, unknown>, t: number, eventTimeSec: number, limits: DecodeLimits): DecodedRow {
+  const op = asText(row.op);
   const bad = (reason: string): DecodedRow => {
     const key = asBuffer(row.mc_key);
-    const usable = key && !keyProblem(key) && row.op !== 'flush';
+    const usable = key && !keyProblem(key) && op !== 'flush';
     return { ok: false, reason, row: describeRow(row), ...(usable ? { instead: { kind: 'delete', t, nsId: asInt(row.ns_id) ?? 0, key } } : {}) };
   };
-  if (typeof row.problem === 'string' && row.problem !== '') return bad(row.problem);
+  const sp = schemaProblem(row);
+  if (sp) return bad(sp);
+  const problem = asText(row.problem);
+  if (typeof problem === 'string' && problem !== '') return bad(problem);
 
-  const op = row.op;
   if (op !== 'set' && op !== 'delete' && op !== 'flush') {
     return bad(`unknown op ${op === null || op === undefined ? 'NULL' : `'${String(op).slice(0, 32)}'`}; expected set, delete or flush`);
   }

@@ -123,17 +123,16 @@ describe('decodeRow: refused rows', () => {
 
   test('a NULL op', () => {
     assert.equal(reason(decode(setRow({ op: null }))), 'unknown op NULL; expected set, delete or flush');
-    assert.equal(reason(decode(setRow({ op: undefined }))), 'unknown op NULL; expected set, delete or flush');
   });
 
   test('a NULL namespace, for every op', () => {
     assert.equal(reason(decode(setRow({ ns_id: null }))), 'namespace id is NULL');
     assert.equal(reason(decode(deleteRow({ ns_id: null }))), 'namespace id is NULL');
-    assert.equal(reason(decode(flushRow({ ns_id: undefined }))), 'namespace id is NULL');
+    assert.equal(reason(decode(flushRow({ ns_id: null }))), 'namespace id is NULL');
   });
 
   test('a flush marker without a usable flush_id', () => {
-    for (const flush_id of [null, undefined, 0, -1, 0n]) {
+    for (const flush_id of [null, 0, -1, 0n]) {
       assert.equal(reason(decode(flushRow({ flush_id }))), 'flush marker without flush_id; use flush_namespace()', String(flush_id));
     }
   });
@@ -153,7 +152,6 @@ describe('decodeRow: refused rows', () => {
 
   test('a NULL value in a set', () => {
     assert.equal(reason(decode(setRow({ mc_value: null }))), 'value is NULL; use delete_key() to remove a key');
-    assert.equal(reason(decode(setRow({ mc_value: undefined }))), 'value is NULL; use delete_key() to remove a key');
   });
 
   test('a NULL expire in a set', () => {
@@ -286,5 +284,92 @@ describe('a bad row with a usable key becomes a delete of that key', () => {
       assert.equal(d.ok, false);
       if (!d.ok) assert.equal(d.instead, undefined, JSON.stringify(over));
     }
+  });
+});
+
+describe('a row written after mc_storage was altered', () => {
+  const SCHEMA = /^mc_storage's schema changed: /;
+  const RESTORE = /; restore it as in sql\/001_tables\.sql; rows written meanwhile are dead-lettered, not applied$/;
+  const without = (row: Record<string, unknown>, ...columns: string[]) => Object.fromEntries(Object.entries(row).filter(([c]) => !columns.includes(c)));
+
+  test('an added column changes nothing, whatever it holds', () => {
+    assert.deepEqual(ok(decode(setRow({ extra: 5 }))), ok(decode(setRow())));
+    assert.deepEqual(ok(decode(setRow({ extra: null, note: Buffer.from('x'), at: new Date(0) }))), ok(decode(setRow())));
+    assert.equal(ok(decode(flushRow({ extra: 1 }))).kind, 'flush');
+  });
+
+  test('a missing column (renamed or dropped) is named, with the columns the row has, for every op', () => {
+    const d = decode(without(setRow({ cache_key: Buffer.from('user:1') }), 'mc_key'));
+    assert.equal(
+      reason(d),
+      "mc_storage's schema changed: the row has no column mc_key (it has ns_id, mc_value, expire, op, flush_id, problem, cache_key); " +
+        'restore it as in sql/001_tables.sql; rows written meanwhile are dead-lettered, not applied',
+    );
+    for (const column of ['ns_id', 'mc_key', 'mc_value', 'expire', 'op', 'flush_id', 'problem']) {
+      for (const make of [setRow, deleteRow, flushRow]) {
+        const r = reason(decode(without(make(), column)));
+        assert.match(r, SCHEMA, column);
+        assert.match(r, new RegExp(`has no column ${column} `), column);
+      }
+    }
+    assert.match(reason(decode(without(setRow(), 'expire', 'problem'))), /has no columns expire, problem \(/);
+    assert.match(reason(decode({})), /has no columns ns_id, mc_key, mc_value, expire, op, flush_id, problem \(it has none\)/);
+  });
+
+  test('a missing column wins over the trigger\'s problem and over the row\'s own checks', () => {
+    assert.match(reason(decode(without(setRow({ problem: 'unknown namespace 9', op: 'bogus' }), 'expire'))), /has no column expire/);
+  });
+
+  test('a value its column cannot hold: the type was altered', () => {
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ mc_key: 123 }, /column mc_key holds a number \(123\) instead of bytes \(its type was altered\)/],
+      [{ mc_value: 4.5 }, /column mc_value holds a number \(4\.5\) instead of bytes/],
+      [{ mc_value: new Date(0) }, /column mc_value holds a date \(1970-01-01T00:00:00\.000Z\) instead of bytes/],
+      [{ ns_id: 1.5 }, /column ns_id holds a number \(1\.5\) instead of an integer/],
+      [{ ns_id: Buffer.from('7') }, /column ns_id holds bytes \(7\) instead of an integer/],
+      [{ ns_id: 'seven' }, /column ns_id holds text \('seven'\) instead of an integer/],
+      [{ expire: '' }, /column expire holds text \(''\) instead of an integer/],
+      [{ expire: 2.25 }, /column expire holds a number \(2\.25\) instead of an integer/],
+      [{ expire: true }, /column expire holds a boolean \(true\) instead of an integer/],
+      [{ op: 1 }, /column op holds a number \(1\) instead of text/],
+      [{ problem: 0 }, /column problem holds a number \(0\) instead of text/],
+      [{ flush_id: { a: 1 } }, /column flush_id holds a value of type Object instead of an integer/],
+    ];
+    for (const [over, re] of cases) {
+      const r = reason(decode(setRow(over)));
+      assert.match(r, SCHEMA, JSON.stringify(over));
+      assert.match(r, re);
+      assert.match(r, RESTORE);
+    }
+  });
+
+  test('the same for a delete and a flush marker', () => {
+    assert.match(reason(decode(deleteRow({ mc_key: 123 }))), /column mc_key holds a number \(123\)/);
+    assert.match(reason(decode(flushRow({ flush_id: 'x' }))), /column flush_id holds text \('x'\)/);
+  });
+
+  test('types that still decode to the same thing are fine: text keys, numeric text, bytes for text', () => {
+    assert.equal(ok(decode(setRow({ mc_key: 'user:1', mc_value: 'v' }))).kind, 'set');
+    assert.equal(ok(decode(setRow({ ns_id: '7', expire: '0', flush_id: '0' }))).nsId, 7);
+    assert.equal(ok(decode(setRow({ ns_id: 7.0, expire: 100.0 }))).nsId, 7);
+    assert.equal(ok(decode(setRow({ op: Buffer.from('delete') }))).kind, 'delete');
+    assert.equal(reason(decode(setRow({ problem: Buffer.from('from the trigger') }))), 'from the trigger');
+  });
+
+  test('a row with a usable key still deletes it instead; one without does not', () => {
+    const d = decode(setRow({ mc_value: 42 }));
+    assert.ok(!d.ok && d.instead?.kind === 'delete' && d.instead.key.equals(Buffer.from('user:1')));
+    const d2 = decode(setRow({ mc_key: 42 }));
+    assert.ok(!d2.ok && d2.instead === undefined);
+    const d3 = decode(without(setRow(), 'op'));
+    assert.ok(!d3.ok && d3.instead?.kind === 'delete', 'a row without op was meant to change the key');
+  });
+
+  test('the dead letter describes the row in JSON-safe form', () => {
+    const d = decode(setRow({ mc_key: 123, ns_id: Buffer.from([0x00, 0x07]), op: 5 }));
+    assert.equal(d.ok, false);
+    if (d.ok) return;
+    assert.deepEqual(d.row, { op: 5, nsId: '0x0007', key: '123', keyBytes: null, valueBytes: 5, expire: '0' });
+    assert.doesNotThrow(() => JSON.stringify(d.row));
   });
 });

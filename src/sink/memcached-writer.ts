@@ -47,13 +47,26 @@ export type WriterFactory = (address: string, opts: WriterOptions) => MemcachedW
 /** Replies memcached gives for requests that can never succeed as they are. */
 const PERMANENT = /Value too large|Invalid arguments|Incr\/Decr on non-numeric value|Unknown command/i;
 
+/**
+ * memjs leaves a request unanswered forever when the server closes the connection under it
+ * (kill -9: its socket 'close' handler drops the socket but neither fails nor re-sends what was
+ * in flight), and its per-request timeout only fires after the connection has been idle that
+ * long, which a busy connection never is. So every call here has a deadline of its own; past
+ * it the connection is reset, which fails everything still pending on it (retriable).
+ */
+interface MemjsServerInternals {
+  error(err: Error): void;
+}
+
 export class MemjsWriter implements MemcachedWriter {
   private readonly client: memjs.Client;
+  private readonly timeoutMs: number;
 
   constructor(
     readonly address: string,
     opts: WriterOptions,
   ) {
+    this.timeoutMs = opts.timeoutMs;
     this.client = memjs.Client.create(address, {
       // One attempt per request: retrying (and its order) is the worker's business.
       retries: 1,
@@ -72,7 +85,8 @@ export class MemjsWriter implements MemcachedWriter {
     const pending = ops.map((op) =>
       op.kind === 'set' ? this.client.set(op.key as unknown as string, op.value, { expires: op.exptime }) : this.client.delete(op.key as unknown as string),
     );
-    const settled = await Promise.allSettled(pending);
+    // Pipelined requests are answered in order: allow the timeout plus time for the batch itself.
+    const settled = await this.withDeadline(Promise.allSettled(pending), this.timeoutMs * 2 + Math.ceil(ops.length / 10), `${ops.length} requests`);
     return settled.map((s): WriteOutcome => {
       if (s.status === 'fulfilled') return { ok: true }; // delete of a missing key resolves false: also fine
       const error = s.reason instanceof Error ? s.reason.message : String(s.reason);
@@ -81,6 +95,26 @@ export class MemjsWriter implements MemcachedWriter {
   }
 
   identity(): Promise<ServerIdentity> {
+    return this.withDeadline(this.stats(), this.timeoutMs * 2, 'stats');
+  }
+
+  /**
+   * Resolves or rejects with `p`; if `p` is still pending after `ms`, resets the connection,
+   * which makes memjs fail every request pending on it, `p`'s included.
+   */
+  private async withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+    const timer = setTimeout(() => {
+      const err = new Error(`${this.address}: no reply to ${what} within ${ms} ms (connection reset)`);
+      for (const server of (this.client as unknown as { servers: MemjsServerInternals[] }).servers) server.error(err);
+    }, ms);
+    try {
+      return await p;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private stats(): Promise<ServerIdentity> {
     return new Promise((resolve, reject) => {
       this.client.stats((err, _server, stats) => {
         if (err || !stats) return reject(err ?? new Error(`${this.address}: no stats`));
@@ -93,7 +127,7 @@ export class MemjsWriter implements MemcachedWriter {
   }
 
   async flushAll(): Promise<void> {
-    const results = (await this.client.flush()) as Record<string, boolean | Error>;
+    const results = (await this.withDeadline(this.client.flush(), this.timeoutMs * 2, 'flush_all')) as Record<string, boolean | Error>;
     const r = Object.values(results)[0];
     if (r !== true) throw r instanceof Error ? r : new Error(`${this.address}: flush_all failed`);
   }

@@ -34,6 +34,7 @@ import { MemcachedTextClient } from './memcached-text.js';
 import {
   down,
   killMariadb,
+  killMemcached,
   killRedis,
   memcachedPid,
   repoRoot,
@@ -364,8 +365,7 @@ class Faults {
       }
       case 'memcached-kill': {
         const m = this.layout.memcached[Math.floor(this.random() * this.layout.memcached.length)]!;
-        const pid = memcachedPid(this.layout, m.name);
-        if (pid) process.kill(pid, 'SIGKILL');
+        await killMemcached(this.layout, m.name);
         await restartMemcached(this.layout, m.name);
         this.record(kind, `${m.name} 127.0.0.1:${m.port}`, 'kill -9, restarted empty');
         return;

@@ -167,7 +167,7 @@ async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs:
     if (await check()) return;
     if (Date.now() > deadline) {
       const tail = logFile && fs.existsSync(logFile) ? `\n--- ${logFile} (tail) ---\n${fs.readFileSync(logFile, 'utf8').split('\n').slice(-20).join('\n')}` : '';
-      throw new Error(`${what} did not become ready within ${timeoutMs} ms${tail}`);
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${tail}`);
     }
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -289,6 +289,8 @@ export async function killMariadb(inst: MariadbInstance): Promise<void> {
   if (pid === undefined) return;
   process.kill(pid, 'SIGKILL');
   while (ownedPid(inst.pidFile, inst.datadir) !== undefined) await new Promise((r) => setTimeout(r, 50));
+  // A killed process keeps its listening socket until it is gone (and reaped).
+  await waitUntil(`mariadbd to release port ${inst.port}`, async () => !(await portOpen(inst.port)), 10_000);
 }
 
 /** Admin account for the private MariaDB; the password lives in a file, never on a command line. */
@@ -469,6 +471,7 @@ export async function killRedis(layout: StackLayout): Promise<void> {
   if (pid === undefined) return;
   process.kill(pid, 'SIGKILL');
   while (ownedPid(layout.redis.pidFile, redisMarker(layout.redis.port)) !== undefined) await new Promise((r) => setTimeout(r, 20));
+  await waitUntil(`Redis to release port ${layout.redis.port}`, async () => !(await portOpen(layout.redis.port)), 10_000);
 }
 
 /** PID of one memcached server of the stack (undefined when it is not running). */
@@ -478,11 +481,22 @@ export function memcachedPid(layout: StackLayout, name: string): number | undefi
   return ownedPid(memcachedPidFile(layout, m), `-p ${m.port} `);
 }
 
+/** kill -9 of one memcached server of the stack; returns once its port is free again. */
+export async function killMemcached(layout: StackLayout, name: string): Promise<void> {
+  const m = layout.memcached.find((x) => x.name === name);
+  if (!m) throw new Error(`no memcached named ${name}`);
+  const pid = memcachedPid(layout, name);
+  if (pid !== undefined) process.kill(pid, 'SIGKILL');
+  // A killed process keeps its listening socket until it is gone (and reaped).
+  await waitUntil(`memcached ${name} to release port ${m.port}`, async () => !(await portOpen(m.port)), 10_000);
+}
+
 /** Restart one memcached server of the stack (it comes back empty). Used by fault tests. */
 export async function restartMemcached(layout: StackLayout, name: string): Promise<void> {
   const m = layout.memcached.find((x) => x.name === name);
   if (!m) throw new Error(`no memcached named ${name}`);
   await stopPid(`memcached ${m.name}`, memcachedPidFile(layout, m), `-p ${m.port} `);
+  await waitUntil(`memcached ${name} to release port ${m.port}`, async () => !(await portOpen(m.port)), 10_000);
   await startMemcached(layout, m);
 }
 

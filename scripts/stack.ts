@@ -173,6 +173,11 @@ async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs:
   }
 }
 
+/** Waits until nothing listens on `port` (a killed process holds its socket until it is gone and reaped). */
+function portReleased(what: string, port: number): Promise<void> {
+  return waitUntil(`${what} to release port ${port}`, async () => !(await portOpen(port)), 10_000);
+}
+
 function spawnDetached(cmd: string, args: string[], logFile: string, pidFile?: string, env?: NodeJS.ProcessEnv): number {
   const out = fs.openSync(logFile, 'a');
   const child = spawn(cmd, args, { detached: true, stdio: ['ignore', out, out], ...(env ? { env } : {}) });
@@ -289,8 +294,7 @@ export async function killMariadb(inst: MariadbInstance): Promise<void> {
   if (pid === undefined) return;
   process.kill(pid, 'SIGKILL');
   while (ownedPid(inst.pidFile, inst.datadir) !== undefined) await new Promise((r) => setTimeout(r, 50));
-  // A killed process keeps its listening socket until it is gone (and reaped).
-  await waitUntil(`mariadbd to release port ${inst.port}`, async () => !(await portOpen(inst.port)), 10_000);
+  await portReleased('mariadbd', inst.port);
 }
 
 /** Admin account for the private MariaDB; the password lives in a file, never on a command line. */
@@ -471,32 +475,33 @@ export async function killRedis(layout: StackLayout): Promise<void> {
   if (pid === undefined) return;
   process.kill(pid, 'SIGKILL');
   while (ownedPid(layout.redis.pidFile, redisMarker(layout.redis.port)) !== undefined) await new Promise((r) => setTimeout(r, 20));
-  await waitUntil(`Redis to release port ${layout.redis.port}`, async () => !(await portOpen(layout.redis.port)), 10_000);
+  await portReleased('Redis', layout.redis.port);
+}
+
+function memcachedNamed(layout: StackLayout, name: string): MemcachedSpec {
+  const m = layout.memcached.find((x) => x.name === name);
+  if (!m) throw new Error(`no memcached named ${name}`);
+  return m;
 }
 
 /** PID of one memcached server of the stack (undefined when it is not running). */
 export function memcachedPid(layout: StackLayout, name: string): number | undefined {
-  const m = layout.memcached.find((x) => x.name === name);
-  if (!m) throw new Error(`no memcached named ${name}`);
+  const m = memcachedNamed(layout, name);
   return ownedPid(memcachedPidFile(layout, m), `-p ${m.port} `);
 }
 
 /** kill -9 of one memcached server of the stack; returns once its port is free again. */
 export async function killMemcached(layout: StackLayout, name: string): Promise<void> {
-  const m = layout.memcached.find((x) => x.name === name);
-  if (!m) throw new Error(`no memcached named ${name}`);
   const pid = memcachedPid(layout, name);
   if (pid !== undefined) process.kill(pid, 'SIGKILL');
-  // A killed process keeps its listening socket until it is gone (and reaped).
-  await waitUntil(`memcached ${name} to release port ${m.port}`, async () => !(await portOpen(m.port)), 10_000);
+  await portReleased(`memcached ${name}`, memcachedNamed(layout, name).port);
 }
 
 /** Restart one memcached server of the stack (it comes back empty). Used by fault tests. */
 export async function restartMemcached(layout: StackLayout, name: string): Promise<void> {
-  const m = layout.memcached.find((x) => x.name === name);
-  if (!m) throw new Error(`no memcached named ${name}`);
+  const m = memcachedNamed(layout, name);
   await stopPid(`memcached ${m.name}`, memcachedPidFile(layout, m), `-p ${m.port} `);
-  await waitUntil(`memcached ${name} to release port ${m.port}`, async () => !(await portOpen(m.port)), 10_000);
+  await portReleased(`memcached ${name}`, m.port);
   await startMemcached(layout, m);
 }
 

@@ -82,7 +82,8 @@ test('with a wrong password nothing is written, the server counts as down, and t
     await env.startTailer();
     await env.sql.query('CALL set_key(1, ?, ?, 0)', [k, 'kept']);
     await worker.waitForOutput(/memcached server (down|not ready)/, 20_000);
-    await new Promise((r) => setTimeout(r, 1_000));
+    // The job reached the worker and is held there, not applied.
+    await worker.waitForOutput(/its jobs wait in the queue/, 20_000);
     assert.equal(await saslGet(sasl[0]!.address, k), null, 'nothing written without the right password');
   } finally {
     worker.kill('SIGTERM');

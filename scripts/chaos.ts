@@ -19,18 +19,18 @@
  * state MySQL committed (the key registry: value md5 and expiry per key), prints the faults
  * injected and `divergent keys: N`, and exits 0 only when N is 0.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import mysql, { type Connection, type RowDataPacket } from 'mysql2/promise';
+import mysql, { type Connection } from 'mysql2/promise';
 import { loadConfig } from '../src/config/load.js';
 import { connectMysql } from '../src/registry/mysql.js';
 import { installAll } from '../src/registry/schema-installer.js';
 import { mysqlFor } from '../src/registry/accounts.js';
 import { writeConfigFile } from '../test/helpers/cli.js';
 import { MemcachedTextClient } from './memcached-text.js';
+import { check, mcreplStatus, Proc, sleep } from './harness.js';
 import {
   down,
   killMariadb,
@@ -90,7 +90,6 @@ interface Options {
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const t0 = Date.now();
 const clock = () => `${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s`;
 const say = (msg: string) => process.stdout.write(`[chaos ${clock()}] ${msg}\n`);
@@ -105,57 +104,6 @@ function rng(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
-}
-
-// ---------------------------------------------------------------------------------------------
-// The pipeline's processes
-
-class Proc {
-  child: ChildProcess | undefined;
-  private generation = 0;
-  constructor(
-    readonly name: string,
-    private readonly args: string[],
-    private readonly logDir: string,
-  ) {}
-
-  start(): void {
-    const log = fs.openSync(path.join(this.logDir, `${this.name}.${++this.generation}.log`), 'a');
-    this.child = spawn(process.execPath, [path.join(repoRoot, 'bin', 'mcrepl.js'), ...this.args], { cwd: repoRoot, stdio: ['ignore', log, log] });
-    fs.closeSync(log);
-  }
-
-  get pid(): number | undefined {
-    return this.child && this.child.exitCode === null && this.child.signalCode === null ? this.child.pid : undefined;
-  }
-
-  async kill(signal: NodeJS.Signals): Promise<void> {
-    const c = this.child;
-    if (!c || c.exitCode !== null || c.signalCode !== null) return;
-    const exited = new Promise((r) => c.once('exit', r));
-    c.kill(signal);
-    await Promise.race([exited, sleep(30_000)]);
-  }
-}
-
-interface StatusJson {
-  tailer: string | null;
-  datacenters: { name: string; worker: string | null; queued: { waiting: number; active: number; delayed: number; failed: number }; servers: { address: string; health: string; missedOps: number; mustFlush: boolean }[] }[];
-}
-
-function mcreplStatus(configFile: string): Promise<StatusJson | undefined> {
-  return new Promise((resolve) => {
-    const c = spawn(process.execPath, [path.join(repoRoot, 'bin', 'mcrepl.js'), '-c', configFile, 'status', '--json'], { stdio: ['ignore', 'pipe', 'ignore'] });
-    let out = '';
-    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    c.on('exit', (code) => {
-      try {
-        resolve(code === 0 ? (JSON.parse(out) as StatusJson) : undefined);
-      } catch {
-        resolve(undefined);
-      }
-    });
-  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -416,67 +364,6 @@ class Faults {
   resumeAll(): void {
     for (const pid of [...this.stopped]) this.resume(pid);
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The checker: plain text-protocol gets and a plain SQL query, none of the pipeline's code.
-
-interface Divergence {
-  server: string;
-  key: string;
-  expected: string;
-  found: string;
-}
-
-interface CheckResult {
-  keysChecked: number;
-  comparisons: number;
-  present: number;
-  skippedAtExpiry: number;
-  divergent: Map<string, Divergence[]>;
-  /** Keys the registry says hold a value (not near their expiry). */
-  liveKeys: Set<string>;
-}
-
-async function check(admin: mysql.ConnectionOptions, servers: string[], keys: string[]): Promise<CheckResult> {
-  const conn = await mysql.createConnection(admin);
-  const [rows] = await conn.query<RowDataPacket[]>('SELECT mc_key, expires_at, HEX(value_md5) AS md5 FROM mc_stored_keys');
-  await conn.end();
-  const registry = new Map<string, { expiresAt: number | null; md5: string }>();
-  for (const r of rows) registry.set((r.mc_key as Buffer).toString('utf8'), { expiresAt: r.expires_at === null ? null : Number(r.expires_at), md5: String(r.md5).toLowerCase() });
-  const universe = [...new Set([...keys, ...registry.keys()])];
-  const result: CheckResult = { keysChecked: universe.length, comparisons: 0, present: 0, skippedAtExpiry: 0, divergent: new Map(), liveKeys: new Set() };
-  const SLACK_S = 2;
-
-  for (const server of servers) {
-    const client = new MemcachedTextClient(server, 5_000);
-    try {
-      for (const key of universe) {
-        const got = await client.get(key);
-        const now = Date.now() / 1000;
-        const want = registry.get(key);
-        if (want?.expiresAt !== null && want?.expiresAt !== undefined && Math.abs(want.expiresAt - now) <= SLACK_S) {
-          result.skippedAtExpiry++;
-          continue;
-        }
-        result.comparisons++;
-        const live = want && (want.expiresAt === null || want.expiresAt > now);
-        if (live) result.liveKeys.add(key);
-        const gotMd5 = got ? createHash('md5').update(got.value).digest('hex') : undefined;
-        if (got) result.present++;
-        let problem: Divergence | undefined;
-        if (live && gotMd5 !== want.md5) {
-          problem = { server, key, expected: `value with md5 ${want.md5}`, found: got ? `a different value (md5 ${gotMd5}, ${JSON.stringify(got.value.toString().slice(0, 40))})` : 'nothing' };
-        } else if (!live && got) {
-          problem = { server, key, expected: want ? `nothing (expired at ${new Date(want.expiresAt! * 1000).toISOString()})` : 'nothing (deleted or flushed)', found: `a value (md5 ${gotMd5}, ${JSON.stringify(got.value.toString().slice(0, 40))})` };
-        }
-        if (problem) result.divergent.set(key, [...(result.divergent.get(key) ?? []), problem]);
-      }
-    } finally {
-      client.close();
-    }
-  }
-  return result;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -88,6 +88,28 @@ export class MemcachedTextClient {
     });
   }
 
+  /** Multi-get (`get k1 k2 ...`, one round trip): the keys that are there, with their values. */
+  async getMany(keys: readonly string[]): Promise<Map<string, Buffer>> {
+    const s = await this.connect();
+    s.write(`get ${keys.join(' ')}\r\n`);
+    return this.read((b) => {
+      const found = new Map<string, Buffer>();
+      let at = 0;
+      for (;;) {
+        const eol = b.indexOf('\r\n', at);
+        if (eol < 0) return undefined;
+        const line = b.subarray(at, eol).toString('latin1');
+        if (line === 'END') return { value: found, used: eol + 2 };
+        const m = /^VALUE (\S+) \d+ (\d+)/.exec(line);
+        if (!m) throw new Error(`${this.address}: unexpected reply '${line}'`);
+        const len = Number(m[2]);
+        if (b.length < eol + 2 + len + 2) return undefined;
+        found.set(m[1]!, Buffer.from(b.subarray(eol + 2, eol + 2 + len)));
+        at = eol + 2 + len + 2;
+      }
+    });
+  }
+
   async set(key: string | Buffer, value: string | Buffer, exptime = 0): Promise<void> {
     const s = await this.connect();
     const v = Buffer.from(value);

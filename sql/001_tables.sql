@@ -5,7 +5,8 @@
 -- database), or with the mysql client: `mysql memcached < sql/001_tables.sql` and so on.
 -- Every file is idempotent: re-running it upgrades procedures and leaves data alone.
 --
--- mc_settings      name/value settings read by the validation function (item size limit).
+-- mc_settings      name/value settings: max_item_bytes (item size limit, read by the validation
+--                  function); flush_chunk_keys (optional, keys per flush_namespace() chunk).
 -- mc_namespaces    namespaces, as in the original design: (ns_id, ns_name).
 -- mc_storage       ENGINE=BLACKHOLE: an append-only log of cache operations. Rows are stored
 --                  nowhere; they exist only in the binlog, which mcrepl tails. Only INSERT is

@@ -9,6 +9,14 @@
 --   * op 'set'    upserts mc_stored_keys (namespace, expiry, value length and MD5);
 --   * op 'delete' removes the key from mc_stored_keys;
 --   * op 'flush'  changes nothing (flush_namespace() already wrote the deletes).
+-- One exception, flush_namespace()'s own delete rows: a row whose op is exactly 'delete' and
+-- whose flush_id equals the session variable @mc_flush_id is left as it is (no lower-casing,
+-- no validation, `problem` stays NULL, no registry write). flush_namespace() sets @mc_flush_id
+-- only while it writes its chunks, and removes each chunk's keys from mc_stored_keys itself in
+-- one set-based DELETE; the keys come from the registry, so they were valid when set. Doing
+-- that per row here made a large flush slow (docs/decisions/0012-flush-bypasses-the-trigger.md).
+-- A session that sets @mc_flush_id by hand skips only this for its own delete rows: the tailer
+-- still checks every key, and a registry row left behind costs a redundant delete later.
 -- Writes: mc_stored_keys. Raises nothing: refusing is the procedures' job.
 -- The registry write and the binlog row commit or roll back together (BLACKHOLE is not flagged
 -- as non-transactional, so its rows go through the transaction cache).
@@ -18,7 +26,12 @@ DROP TRIGGER IF EXISTS mc_storage_before_insert;
 DELIMITER $$
 CREATE TRIGGER mc_storage_before_insert BEFORE INSERT ON mc_storage
 FOR EACH ROW
-BEGIN
+body: BEGIN
+  -- flush_namespace()'s own delete rows (see above). A binary comparison: exactly 'delete', not
+  -- 'DELETE' or 'delete ', so nothing skipped here needed the LOWER() below.
+  IF NEW.flush_id IS NOT NULL AND NEW.flush_id = @mc_flush_id AND CAST(NEW.op AS BINARY) = 'delete' THEN
+    LEAVE body;
+  END IF;
   SET NEW.op = LOWER(NEW.op);
   SET NEW.problem = mc_row_problem(NEW.ns_id, NEW.mc_key, NEW.mc_value, NEW.expire, NEW.op, NEW.flush_id);
   IF NEW.problem IS NULL THEN

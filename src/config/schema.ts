@@ -95,6 +95,11 @@ export const datacenterSchema = z.strictObject({
 });
 
 export const memcachedSchema = z.strictObject({
+  /**
+   * How workers write: `meta` (text protocol meta commands, pipelined; fastest), `memjs` (binary
+   * protocol; needed for SASL), `auto` (meta, or memjs when a SASL username is set).
+   */
+  writer: z.enum(['auto', 'meta', 'memjs']).default('auto'),
   /** SASL (binary protocol) credentials, for servers started with -S. */
   username: z.string().optional(),
   ...secretFields,
@@ -104,6 +109,9 @@ export const memcachedSchema = z.strictObject({
   timeoutMs: positiveInt.default(2_000),
   /** Connection timeout. */
   connectTimeoutMs: positiveInt.default(2_000),
+}).refine((m) => !(m.writer === 'meta' && m.username !== undefined), {
+  message: "writer 'meta' cannot authenticate: memcached turns the text protocol off under SASL; use writer 'memjs' (or 'auto') with a username",
+  path: ['writer'],
 });
 
 export const tailerSchema = z.strictObject({
@@ -114,7 +122,7 @@ export const tailerSchema = z.strictObject({
   /** ...or when the binlog has been quiet for this long (ms). */
   lingerMs: nonNegativeInt.default(1),
   /** Pause reading the binlog while this many bytes of ops wait to be enqueued. */
-  maxPendingBytes: positiveInt.default(64 * 1024 * 1024),
+  maxPendingBytes: positiveInt.default(8 * 1024 * 1024),
   /** Save the checkpoint at least this often while only other tables' transactions pass (ms). */
   checkpointIntervalMs: positiveInt.default(1_000),
   /** Reconnect backoff after a binlog connection error (ms). */
@@ -168,6 +176,16 @@ export const configSchema = z
       .strictObject({
         /** Most recent dead letters kept in Redis (older ones are dropped, but still counted). */
         maxEntries: positiveInt.default(10_000),
+      })
+      .prefault({}),
+    memory: z
+      .strictObject({
+        /**
+         * A long-running process (run, tailer, worker) whose JavaScript heap plus Buffers goes over
+         * this many MB runs a full garbage collection, which keeps its resident memory bounded
+         * (0 = leave it to V8, which lets garbage reach 200+ MB of RSS during a drain).
+         */
+        gcAboveMb: nonNegativeInt.default(64),
       })
       .prefault({}),
     log: z

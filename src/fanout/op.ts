@@ -74,3 +74,25 @@ export function printableKey(key: Buffer | null | undefined): string {
   if (Buffer.from(text, 'utf8').equals(key) && !/[\u0000-\u001f\u007f\ufffd]/.test(text)) return text.length > 300 ? `${text.slice(0, 300)}…` : text;
   return `0x${key.subarray(0, 150).toString('hex')}${key.length > 150 ? '…' : ''}`;
 }
+
+/**
+ * Keeps the last op per key, in the order of those last ops; flush markers stay where they
+ * are among them. The state a run of ops leaves behind is the same, and what is left concerns
+ * distinct keys, so any subset can be applied in any order or retried. The tailer coalesces
+ * each job before it is stored (fewer bytes in Redis, fewer writes), the workers again per job.
+ * The last op of the run is always kept, so the run's last `t` is unchanged.
+ */
+export function coalesce<T extends Op>(ops: readonly T[]): T[] {
+  const seen = new Set<string>();
+  const kept: T[] = [];
+  for (let i = ops.length - 1; i >= 0; i--) {
+    const op = ops[i]!;
+    if (op.kind !== 'flush') {
+      const k = op.key.toString('latin1');
+      if (seen.has(k)) continue;
+      seen.add(k);
+    }
+    kept.push(op);
+  }
+  return kept.reverse();
+}

@@ -1,11 +1,19 @@
 /**
  * Turns a batch into BullMQ jobs: one job per (data center, partition) that has ops.
  *
+ * A partition's ops are coalesced (the last op per key: see `coalesce`) and packed once. A few
+ * ops (up to INLINE_MAX_BYTES) travel inside each data center's job; more are stored, as raw
+ * bytes, in a payload hash that every data center's job refers to (RedisKeys.payload); the hash also holds one field per data center,
+ * which that data center's worker removes when it has applied the job (the last one deletes the
+ * hash). All payloads of a batch are stored before any job that refers to them is added.
+ *
  * Each queue's job goes in with its own Queue.add, which reports its own failure (a cross-queue
  * FlowProducer.addBulk would silently drop a per-job error). The queues' commands
  * share one connection, so they are pipelined. If anything fails the whole batch is enqueued
- * again: jobs that made it the first time are then duplicates, which the workers recognise by
- * their ops' transaction numbers and skip.
+ * again: the payloads are rewritten under the same ids, and jobs that made it the first time are
+ * then duplicates, which the workers recognise by their ops' transaction numbers and skip.
+ * (A tailer that dies between writing payloads and adding their jobs leaves those payloads
+ * behind; the next tailer removes them at start, see `sweepPayloads`.)
  *
  * Jobs never use BullMQ's `attempts`: a retried job would go to the back of its queue, behind
  * later ops on the same keys. Workers retry inside the job instead.
@@ -13,10 +21,17 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Batch } from './batch.js';
-import { encodeJob, type JobData } from './job-codec.js';
+import { coalesce } from './op.js';
+import { encodeJob, encodeJobRef, encodeOps, parsePayloadId, payloadId, type JobData } from './job-codec.js';
 import type { RedisKeys } from './redis-keys.js';
 
 export const JOB_NAME = 'ops';
+
+/**
+ * A partition's ops up to this size travel inside the job (format 1): with live traffic a job
+ * holds a few ops, and a payload of its own would cost a round trip on each side.
+ */
+export const INLINE_MAX_BYTES = 8 * 1024;
 
 export class FanoutProducer {
   private readonly queues = new Map<string, Queue<JobData>>();
@@ -42,14 +57,31 @@ export class FanoutProducer {
 
   /** Enqueues the batch's ops; resolves once Redis has every job, throws if any is missing. */
   async enqueue(epoch: string, batch: Batch): Promise<number> {
+    const jobs: { partition: number; data: JobData }[] = [];
+    const stored: Promise<unknown>[] = [];
+    const pending = this.datacenters.flatMap((dc) => [dc, '1']);
+    batch.ops.forEach((all, partition) => {
+      if (all.length === 0) return;
+      const ops = coalesce(all);
+      const packed = encodeOps(ops);
+      if (packed.length <= INLINE_MAX_BYTES) {
+        // Small (live traffic): inline, which saves a round trip on each side.
+        jobs.push({ partition, data: encodeJob(epoch, ops, packed) });
+        return;
+      }
+      const id = payloadId(epoch, partition, ops);
+      // Pipelined on the connection; no MULTI, which would copy every payload once more.
+      stored.push(this.redis.hset(this.keys.payload(id), 'd', packed, ...pending));
+      jobs.push({ partition, data: encodeJobRef(epoch, id, ops) });
+    });
+    if (jobs.length === 0) return 0;
+    await Promise.all(stored);
     const adds: Promise<unknown>[] = [];
-    batch.ops.forEach((ops, partition) => {
-      if (ops.length === 0) return;
-      const data = encodeJob(epoch, ops);
+    for (const { partition, data } of jobs) {
       for (const dc of this.datacenters) {
         adds.push(this.queue(dc, partition).add(JOB_NAME, data, { attempts: 1, removeOnComplete: true, removeOnFail: 1_000 }));
       }
-    });
+    }
     const results = await Promise.allSettled(adds);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
@@ -59,4 +91,46 @@ export class FanoutProducer {
   async close(): Promise<void> {
     await Promise.all([...this.queues.values()].map((q) => q.close()));
   }
+}
+
+/**
+ * Removes payloads no job needs any more: those of the current stream whose ops every data
+ * center it names has applied (its watermark for the partition is at or past the payload's last
+ * op), which is what a tailer that died between writing payloads and adding their jobs leaves.
+ * A job that still refers to such a payload is skipped unread (all its ops are below the
+ * watermark). Returns how many were removed.
+ */
+export async function sweepPayloads(redis: Redis, keys: RedisKeys, epoch: string): Promise<number> {
+  const watermark = new Map<string, Map<number, number>>();
+  const appliedOf = async (dc: string) => {
+    let w = watermark.get(dc);
+    if (!w) {
+      w = new Map();
+      for (const [p, v] of Object.entries(await redis.hgetall(keys.applied(dc)))) {
+        const i = v.lastIndexOf(':');
+        if (v.slice(0, i) === epoch) w.set(Number(p), Number(v.slice(i + 1)));
+      }
+      watermark.set(dc, w);
+    }
+    return w;
+  };
+  let removed = 0;
+  let cursor = '0';
+  const prefix = keys.payload('');
+  do {
+    const [next, found] = await redis.scan(cursor, 'MATCH', keys.payloadPattern, 'COUNT', 500);
+    cursor = next;
+    for (const key of found) {
+      const id = parsePayloadId(key.slice(prefix.length));
+      if (!id || id.epoch !== epoch) continue;
+      const waiting = (await redis.hkeys(key)).filter((f) => f !== 'd');
+      let needed = false;
+      for (const dc of waiting) if (((await appliedOf(dc)).get(id.partition) ?? -1) < id.lastT) needed = true;
+      if (!needed) {
+        await redis.del(key);
+        removed++;
+      }
+    }
+  } while (cursor !== '0');
+  return removed;
 }

@@ -58,6 +58,19 @@ export class RedisKeys {
     return `${this.prefix}:flush:${flushId}:${token}:${dc}`;
   }
 
+  /**
+   * The packed ops of one partition of one tailer batch, shared by every data center's job:
+   * hash `d` → the bytes, plus one field per data center that has not applied them yet.
+   * `id` is `<epoch>:<partition>:<first t>:<last t>`.
+   */
+  payload(id: string): string {
+    return `${this.prefix}:payload:${id}`;
+  }
+
+  get payloadPattern(): string {
+    return `${this.prefix}:payload:*`;
+  }
+
   /** Dead letters, newest first (JSON entries), and their running total. */
   get deadLetters(): string {
     return `${this.prefix}:dead`;

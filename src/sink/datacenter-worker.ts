@@ -20,12 +20,13 @@ import { Lifecycle, type LifecycleState } from '../coordination/lifecycle.js';
 import { RedisRestartDetector, connectRedis } from '../coordination/redis.js';
 import { errorMessage, McreplError } from '../errors.js';
 import { DeadLetterStore } from '../fanout/dead-letters.js';
-import { decodeJob, type JobData } from '../fanout/job-codec.js';
+import { corrupt, decodeJobOps, readJob, type JobData } from '../fanout/job-codec.js';
+import type { Op } from '../fanout/op.js';
 import { printableKey, type FlushMarkerOp } from '../fanout/op.js';
 import { RedisKeys } from '../fanout/redis-keys.js';
 import { readTopology } from '../fanout/topology.js';
 import type { Logger } from '../observability/logger.js';
-import { memjsWriterFactory, type WriterFactory } from './memcached-writer.js';
+import { writerFactoryFor, type WriterFactory } from './memcached-writer.js';
 import { MetaClient } from './meta-client.js';
 import { RedisMissedOpStore } from './missed-ops.js';
 import { OpApplier } from './op-applier.js';
@@ -40,9 +41,14 @@ const FLUSH_RECORD_TTL_S = 7 * 24 * 3600;
 /**
  * Records a job as applied (inside Lease.fenced: KEYS[1]/ARGV[1] are the lease's).
  * KEYS[2] applied hash, KEYS[3..] flush records; ARGV[2] partition, ARGV[3] epoch,
- * ARGV[4] t ('' = unchanged), ARGV[5] flush record TTL.
+ * ARGV[4] t ('' = unchanged), ARGV[5] flush record TTL, ARGV[6] the job's payload key ('' =
+ * none), ARGV[7] this data center: its field goes, and the last data center deletes the payload.
  */
 const RECORD_PROGRESS = `
+if ARGV[6] ~= '' then
+  redis.call('HDEL', ARGV[6], ARGV[7])
+  if redis.call('HLEN', ARGV[6]) <= 1 then redis.call('DEL', ARGV[6]) end
+end
 if ARGV[4] ~= '' then
   local cur = redis.call('HGET', KEYS[2], ARGV[2])
   local e, t = nil, nil
@@ -121,7 +127,7 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     this.lease = new Lease(this.redis, this.keys.workerLease(dc), config.worker.leaseTtlMs, this.logger);
     this.lease.on('lost', (err) => this.fail(err));
     this.deadLetters = new DeadLetterStore(this.redis, this.keys, config.deadLetters.maxEntries);
-    const factory = opts.writerFactory ?? memjsWriterFactory;
+    const factory = opts.writerFactory ?? writerFactoryFor(config.memcached.writer, config.memcached.username);
     const store: ChannelStore = { save: (address, state) => this.saveServerState(address, state) };
     this.channels = dcConfig.servers.map(
       (s) =>
@@ -222,40 +228,56 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
 
   /** Applies one job's ops; throws if it cannot (shutdown, or a bug). */
   private async process(p: number, data: JobData, jobId?: string): Promise<void> {
-    let decoded;
+    let epoch: string;
+    let ops: Op[] = [];
+    let payloadKey = '';
+    let lastT: number | undefined;
     try {
-      decoded = decodeJob(data);
+      const job = readJob(data);
+      epoch = job.epoch;
+      const wm = this.watermarks.get(p);
+      if ('inline' in job) {
+        ops = decodeJobOps(job.inline, job.count);
+      } else {
+        payloadKey = this.keys.payload(job.payload);
+        lastT = job.lastT;
+        // A replayed job whose ops were all applied already: not even read.
+        if (!(wm && wm.epoch === epoch && job.lastT <= wm.t)) {
+          const buf = await this.redis.hgetBuffer(payloadKey, 'd');
+          if (!buf) throw corrupt(`its ops (${payloadKey}) are gone from Redis`);
+          ops = decodeJobOps(buf, job.count);
+        }
+      }
     } catch (err) {
       if ((err as McreplError).code !== 'JOB_CORRUPT') throw err;
       // A damaged job can never be read; keep its reason and go on rather than block the
       // partition forever. (An unsupported format version stops the group instead: upgrading
       // the workers makes it readable.)
       this.logger.error({ partition: p, job: jobId, err: errorMessage(err) }, 'corrupt job dead-lettered');
-      await this.deadLetters.add([{ at: new Date().toISOString(), stage: 'worker', dc: this.dc, reason: errorMessage(err), op: { job: jobId ?? null, partition: p, payloadBytes: typeof data?.b === 'string' ? data.b.length : null } }]);
+      await this.deadLetters.add([{ at: new Date().toISOString(), stage: 'worker', dc: this.dc, reason: errorMessage(err), op: { job: jobId ?? null, partition: p, payloadBytes: typeof data?.b === 'string' ? data.b.length : null, payload: data?.p ?? null } }]);
       this.stats.deadLetters++;
       return;
     }
-    const { epoch, ops } = decoded;
     const wm = this.watermarks.get(p);
     const fresh = wm && wm.epoch === epoch ? ops.filter((op) => op.t > wm.t) : ops;
     const writes = fresh.filter((op): op is WriteableOp => op.kind !== 'flush');
     const markers = fresh.filter((op): op is FlushMarkerOp => op.kind === 'flush');
     await this.applier.apply(writes);
 
-    const last = ops[ops.length - 1];
-    const advance = last !== undefined && (!wm || wm.epoch !== epoch || last.t > wm.t);
+    const last = lastT ?? ops[ops.length - 1]?.t;
+    const advance = last !== undefined && (!wm || wm.epoch !== epoch || last > wm.t);
     // Only the lease holder records progress, and the watermark never moves back.
     await this.lease.fenced(
       RECORD_PROGRESS,
       [this.keys.applied(this.dc), ...markers.map((m) => this.keys.flushDone(m.flushId, m.token, this.dc))],
-      [String(p), epoch, advance ? String(last.t) : '', String(FLUSH_RECORD_TTL_S)],
+      [String(p), epoch, advance ? String(last) : '', String(FLUSH_RECORD_TTL_S), payloadKey, this.dc],
     );
-    if (advance) this.watermarks.set(p, { epoch, t: last.t });
+    if (advance) this.watermarks.set(p, { epoch, t: last });
     for (const marker of markers) this.logger.debug({ partition: p, flushId: marker.flushId, nsId: marker.nsId }, 'flush marker applied');
     this.stats.jobs++;
     this.stats.ops += fresh.length;
-    this.stats.skipped += ops.length - fresh.length;
-    this.emit('applied', { partition: p, ops: fresh.length, skipped: ops.length - fresh.length });
+    this.stats.skipped += data.n - fresh.length;
+    this.emit('applied', { partition: p, ops: fresh.length, skipped: data.n - fresh.length });
   }
 
   /**

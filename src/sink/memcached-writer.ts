@@ -1,12 +1,15 @@
 /**
  * Writing to one memcached server. `MemcachedWriter` is the seam: the workers only need
  * "apply these ops to this server and tell me, per op, whether it worked, and if not whether
- * trying again can help". `MemjsWriter` is the memjs implementation.
+ * trying again can help". Two implementations: `MetaWriter` (meta-client.ts: the text
+ * protocol's meta commands, pipelined; the default) and `MemjsWriter` (memjs, binary protocol;
+ * the one that works with SASL). `memcached.writer` in the config picks one.
  *
  * The ops handed to one write() call must concern distinct keys (the worker coalesces a job
  * per key first), so their completion order does not matter and any subset can be retried.
  */
 import memjs from 'memjs';
+import { MetaWriter } from './meta-client.js';
 import type { Logger } from '../observability/logger.js';
 
 export type WriteOp =
@@ -138,3 +141,16 @@ export class MemjsWriter implements MemcachedWriter {
 }
 
 export const memjsWriterFactory: WriterFactory = (address, opts) => new MemjsWriter(address, opts);
+export const metaWriterFactory: WriterFactory = (address, opts) => new MetaWriter(address, opts);
+
+export type WriterKind = 'auto' | 'meta' | 'memjs';
+
+/** `auto`: meta, unless SASL credentials are set (memcached turns the text protocol off under SASL). */
+export function resolveWriterKind(kind: WriterKind, username: string | undefined): 'meta' | 'memjs' {
+  if (kind !== 'auto') return kind;
+  return username !== undefined ? 'memjs' : 'meta';
+}
+
+export function writerFactoryFor(kind: WriterKind, username: string | undefined): WriterFactory {
+  return resolveWriterKind(kind, username) === 'meta' ? metaWriterFactory : memjsWriterFactory;
+}

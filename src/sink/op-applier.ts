@@ -11,23 +11,14 @@
  *    (Redis) rather than pile up in memory, and the data center catches up in order later.
  */
 import { McreplError } from '../errors.js';
+import { coalesce } from '../fanout/op.js';
 import type { Logger } from '../observability/logger.js';
 import type { Route } from './routing.js';
 import type { ServerChannel, WriteableOp } from './server-channel.js';
 
 export type { Refusal, WriteableOp } from './server-channel.js';
 export { toWrite } from './server-channel.js';
-
-/** Keeps the last op per key, in the order of those last ops. */
-export function coalesce(ops: readonly WriteableOp[]): WriteableOp[] {
-  const last = new Map<string, WriteableOp>();
-  for (const op of ops) {
-    const k = op.key.toString('latin1');
-    last.delete(k);
-    last.set(k, op);
-  }
-  return [...last.values()];
-}
+export { coalesce } from '../fanout/op.js';
 
 export interface ApplierOptions {
   logger: Logger;

@@ -308,14 +308,18 @@ export class BinlogListener extends EventEmitter<BinlogListenerEvents> {
     clearInterval(this.watchdog);
     const z = this.zongji;
     this.zongji = undefined;
-    if (!z) return;
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, 3_000);
-      z.once('stopped', () => {
-        clearTimeout(t);
-        resolve();
-      });
-      z.stop();
-    });
+    if (z) await stopZongji(z);
   }
+}
+
+/** Stops a zongji instance; resolves once it says it stopped, or after 3 s. */
+export function stopZongji(z: ZongJi): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, 3_000);
+    z.once('stopped', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    z.stop();
+  });
 }

@@ -18,7 +18,7 @@ import { Lifecycle, type LifecycleState } from '../coordination/lifecycle.js';
 import { errorMessage, LeaseLostError, McreplError } from '../errors.js';
 import { Batch } from '../fanout/batch.js';
 import { DeadLetterStore, type DeadLetter } from '../fanout/dead-letters.js';
-import { FanoutProducer } from '../fanout/producer.js';
+import { FanoutProducer, sweepPayloads } from '../fanout/producer.js';
 import { RedisKeys } from '../fanout/redis-keys.js';
 import { recordTopology } from '../fanout/topology.js';
 import type { Logger } from '../observability/logger.js';
@@ -170,6 +170,8 @@ export class Tailer extends EventEmitter<TailerEvents> {
       }
       this.epoch = saved.epoch;
       this.txnSeq = saved.txnSeq;
+      const swept = await sweepPayloads(this.redis, this.keys, this.epoch);
+      if (swept > 0) this.logger.info({ payloads: swept }, 'removed payloads a previous tailer left without jobs');
       this.stats.lastCheckpoint = saved;
       const from = saved.position;
       this.batch = new Batch(this.config.partitions, this.txnSeq);

@@ -69,6 +69,9 @@ describe('set, overwrite, delete', () => {
 });
 
 describe('flush', () => {
+  // Chunks of 5000 keys (the default is 10000), so a few thousand keys make two.
+  before(async () => env.root.query("INSERT INTO mc_settings (name, value) VALUES ('flush_chunk_keys', '5000')"));
+
   test('flushing a namespace removes its keys everywhere and leaves other namespaces alone', async () => {
     const users = Array.from({ length: 30 }, () => env.key('user'));
     const sessions = Array.from({ length: 10 }, () => env.key('session'));
@@ -138,7 +141,7 @@ describe('flush', () => {
       await other.end();
     }
   });
-  test('a key another namespace takes after the flush listed it, but before its chunk, is left alone', async () => {
+  test('a key another namespace takes after the flush started, but before its chunk, is left alone', async () => {
     await env.sql.query("CALL create_namespace(5, 'big-ns')");
     const tag = env.key('chunked');
     await env.sql.query(
@@ -154,7 +157,7 @@ describe('flush', () => {
     const flushing = env.sql.query<RowDataPacket[][]>('CALL flush_namespace(5)');
     const peek = await connectMysql(env.config.mysql);
     try {
-      // Once the first chunk is being deleted (visible to a dirty read), the key list is taken.
+      // Once the first chunk is being deleted (visible to a dirty read), the flush is under way.
       await peek.query('SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED');
       await waitFor(async () => {
         const [r] = await peek.query<RowDataPacket[]>('SELECT COUNT(*) AS n FROM mc_stored_keys WHERE ns_id = 5');

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { JOB_FORMAT_VERSION, decodeJob, decodeOps, encodeJob, encodeOps, encodedSize, type JobData } from '../../src/fanout/job-codec.js';
+import { JOB_FORMAT_VERSION, decodeJob, decodeOps, encodeJob, encodeJobRef, encodeOps, encodedSize, parsePayloadId, payloadId, readJob, type JobData } from '../../src/fanout/job-codec.js';
 import type { DeleteOp, FlushMarkerOp, Op, SetOp } from '../../src/fanout/op.js';
 
 const set = (t: number, nsId: number, key: Buffer | string, value: Buffer | string, expiresAt = 0): SetOp => ({
@@ -31,15 +31,26 @@ describe('encodeJob / decodeJob round trip', () => {
     for (const op of out.ops) if (op.kind !== 'flush') assert.ok(Buffer.isBuffer(op.key), 'keys decode as Buffers');
   });
 
-  test('the job header carries version, epoch, op count and base64 payload', () => {
+  test('format 1: the job header carries version, epoch, op count and base64 payload', () => {
     const ops: Op[] = [set(1, 1, 'a', 'b'), del(2, 1, 'a')];
     const job = encodeJob('e1', ops);
-    assert.equal(job.v, JOB_FORMAT_VERSION);
     assert.equal(job.v, 1);
     assert.equal(job.e, 'e1');
     assert.equal(job.n, 2);
-    assert.match(job.b, /^[A-Za-z0-9+/]*={0,2}$/);
-    assert.deepEqual(Buffer.from(job.b, 'base64'), encodeOps(ops));
+    assert.match(job.b!, /^[A-Za-z0-9+/]*={0,2}$/);
+    assert.deepEqual(Buffer.from(job.b!, 'base64'), encodeOps(ops));
+  });
+
+  test('format 2: the job refers to a payload by an id that names its stream, partition and op range', () => {
+    const ops: Op[] = [set(5, 1, 'a', 'b'), del(9, 1, 'a')];
+    const id = payloadId('ep-1:x', 3, ops);
+    assert.equal(id, 'ep-1:x:3:5:9');
+    assert.deepEqual(parsePayloadId(id), { epoch: 'ep-1:x', partition: 3, lastT: 9 });
+    assert.equal(parsePayloadId('nonsense'), undefined);
+    const job = JSON.parse(JSON.stringify(encodeJobRef('ep-1:x', id, ops))) as JobData;
+    assert.deepEqual(job, { v: JOB_FORMAT_VERSION, e: 'ep-1:x', n: 2, p: id, lt: 9 });
+    assert.deepEqual(readJob(job), { epoch: 'ep-1:x', count: 2, payload: id, lastT: 9 });
+    assert.throws(() => readJob({ ...job, p: undefined }), { message: 'corrupt job payload: no payload reference' });
   });
 
   test('an empty op list round-trips', () => {
@@ -123,13 +134,13 @@ describe('decodeJob rejects what it cannot read', () => {
   const good = encodeJob('e', [set(1, 1, 'key', 'value'), del(2, 1, 'key')]);
 
   test('a newer format version, naming both versions', () => {
-    assert.throws(() => decodeJob({ ...good, v: 2 }), {
-      message: 'job format 2 is not understood by this worker (expects 1); upgrade the workers',
+    assert.throws(() => decodeJob({ ...good, v: 3 }), {
+      message: 'job format 3 is not understood by this worker (expects 1 or 2); upgrade the workers',
     });
   });
 
   test('a missing or older version', () => {
-    assert.throws(() => decodeJob({ ...good, v: 0 }), /job format 0 is not understood by this worker \(expects 1\)/);
+    assert.throws(() => decodeJob({ ...good, v: 0 }), /job format 0 is not understood by this worker \(expects 1 or 2\)/);
     assert.throws(() => decodeJob({ ...good, v: undefined as unknown as number }), /job format undefined is not understood/);
   });
 

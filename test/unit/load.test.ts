@@ -421,3 +421,18 @@ datacenters:
     assert.deepEqual(e.problems, ['datacenters: at least one data center is required (in mcrepl.yaml)']);
   });
 });
+
+describe('memcached.writer', () => {
+  test('auto picks meta, or memjs when a SASL username is set; meta with a username is refused with the reason', async () => {
+    const { resolveWriterKind } = await import('../../src/sink/memcached-writer.js');
+    const plain = loadConfig({ file: writeConfig(MINIMAL), env: {} }).config;
+    assert.equal(plain.memcached.writer, 'auto');
+    assert.equal(resolveWriterKind(plain.memcached.writer, plain.memcached.username), 'meta');
+    const sasl = loadConfig({ file: writeConfig(`${MINIMAL}memcached:\n  username: app\n  password: pw\n`), env: {} }).config;
+    assert.equal(resolveWriterKind(sasl.memcached.writer, sasl.memcached.username), 'memjs');
+    const forced = loadConfig({ file: writeConfig(`${MINIMAL}memcached:\n  writer: memjs\n`), env: {} }).config;
+    assert.equal(resolveWriterKind(forced.memcached.writer, forced.memcached.username), 'memjs');
+    const err = configError(() => loadConfig({ file: writeConfig(`${MINIMAL}memcached:\n  writer: meta\n  username: app\n  password: pw\n`), env: {} }));
+    assert.match(err.message, /memcached\.writer.*text protocol off under SASL/s);
+  });
+});

@@ -138,6 +138,14 @@ describe('coalesce', () => {
     assert.deepEqual(coalesce(ops), [del('a'), set('c', '1'), set('b', '2')]);
   });
 
+  test('flush markers stay in place among the kept ops; the last op (and so the last t) is always kept', () => {
+    const marker = { kind: 'flush' as const, t: 3, nsId: 1, flushId: 7, token: 'tok' };
+    const ops = [set('a', '1'), del('b'), marker, set('a', '2'), del('c')];
+    assert.deepEqual(coalesce(ops), [del('b'), marker, set('a', '2'), del('c')]);
+    const endsWithMarker = [set('a', '1'), set('a', '2'), marker];
+    assert.equal(coalesce(endsWithMarker).at(-1), marker);
+  });
+
   test('the surviving op is the very object passed in', () => {
     const last = set('a', '3');
     const out = coalesce([set('a', '1'), set('a', '2'), last]);

@@ -7,6 +7,7 @@
 import type { EventEmitter } from 'node:events';
 import { errorMessage, McreplError } from '../../errors.js';
 import type { Logger } from '../../observability/logger.js';
+import { MemoryGuard } from '../../observability/memory.js';
 import { EXIT, reportError } from '../context.js';
 
 export interface Component extends EventEmitter {
@@ -22,7 +23,8 @@ export interface ComponentSpec {
 
 const isPassing = (err: unknown) => err instanceof McreplError && err.retriable;
 
-export async function runDaemon(specs: ComponentSpec[], logger: Logger): Promise<number> {
+export async function runDaemon(specs: ComponentSpec[], logger: Logger, opts: { gcAboveMb: number }): Promise<number> {
+  const guard = opts.gcAboveMb > 0 ? new MemoryGuard(opts.gcAboveMb * 1024 * 1024, logger) : undefined;
   let stopping = false;
   let exitCode: number = EXIT.ok;
   let resolveDone!: () => void;
@@ -48,8 +50,12 @@ export async function runDaemon(specs: ComponentSpec[], logger: Logger): Promise
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
 
+  // An instance fails once: what its teardown throws afterwards (a start() still under way that
+  // loses its connections, say) is a consequence, not a new failure.
+  const failedInstances = new WeakSet<Component>();
   const failed = (slot: (typeof slots)[number], instance: Component, err: unknown) => {
-    if (stopping || slot.current !== instance) return;
+    if (stopping || slot.current !== instance || failedInstances.has(instance)) return;
+    failedInstances.add(instance);
     if (isPassing(err)) {
       const delay = Math.min(250 * 2 ** Math.min(slot.attempt, 5), 5_000);
       logger.warn({ component: slot.spec.name, err: errorMessage(err), restartInMs: delay }, 'component failed for a passing reason: replacing it');
@@ -80,6 +86,7 @@ export async function runDaemon(specs: ComponentSpec[], logger: Logger): Promise
   }
   if (!stopping) logger.info({ components: specs.map((s) => s.name) }, 'mcrepl ready');
   await done;
-  logger.info({ exitCode }, 'stopped');
+  guard?.stop();
+  logger.info({ exitCode, ...(guard ? { memoryCollections: guard.stats.collections } : {}) }, 'stopped');
   return exitCode;
 }

@@ -19,14 +19,16 @@ function tailer(ctx: Context, resetCheckpoint: boolean): ComponentSpec {
   return { name: 'tailer', create: (attempt) => new Tailer(ctx.config, { logger: ctx.logger.child({ c: 'tailer' }), resetCheckpoint: resetCheckpoint && attempt === 0 }) };
 }
 
+const daemon = (ctx: Context, specs: ComponentSpec[]) => runDaemon(specs, ctx.logger, { gcAboveMb: ctx.config.memory.gcAboveMb });
+
 export function runAll(ctx: Context, opts: { resetCheckpoint?: boolean }): Promise<number> {
-  return runDaemon([...workersFor(ctx, Object.keys(ctx.config.datacenters)), tailer(ctx, opts.resetCheckpoint ?? false)], ctx.logger);
+  return daemon(ctx, [...workersFor(ctx, Object.keys(ctx.config.datacenters)), tailer(ctx, opts.resetCheckpoint ?? false)]);
 }
 
 export function runTailer(ctx: Context, opts: { resetCheckpoint?: boolean }): Promise<number> {
-  return runDaemon([tailer(ctx, opts.resetCheckpoint ?? false)], ctx.logger);
+  return daemon(ctx, [tailer(ctx, opts.resetCheckpoint ?? false)]);
 }
 
 export function runWorkers(ctx: Context, dcs: string[]): Promise<number> {
-  return runDaemon(workersFor(ctx, dcs), ctx.logger);
+  return daemon(ctx, workersFor(ctx, dcs));
 }

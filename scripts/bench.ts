@@ -1,0 +1,894 @@
+/**
+ * `npm run bench`: mcrepl's speed and memory next to the limits of the machine it runs on,
+ * every number measured in the same run, on the local stack (two data centers × two memcached
+ * servers; started if it is not running, and stopped again afterwards).
+ *
+ *   ceilings   zongji parsing the backlog and nothing else; raw pipelined memcached sets to the
+ *              four servers at once; MySQL writing the workload (bulk INSERT, and CALL set_key)
+ *   naive      bench/naive.ts: one BullMQ job per row per data center, memjs
+ *   drain      a backlog of --rows set ops (--value-bytes values over --keys keys) written while
+ *              the pipeline is stopped, then applied to all four servers by the real CLI
+ *              processes (a tailer, one worker group per data center), per writer; peak RSS
+ *              and CPU of each process; the tailer alone and the workers alone; Redis bytes
+ *              per queued op
+ *   lag        commit → visible on every server, p50/p99/max, at steady source rates, read
+ *              by a prober with a plain text-protocol client; per-key order watched meanwhile
+ *              and every key checked against MySQL afterwards (the chaos run's checker)
+ *   flush      `mcrepl flush` of namespaces of --flush-keys keys, until gone from every server
+ *
+ * It prints a table and writes it to docs/BENCHMARKS.md (--out) with the date and the machine.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import ZongJi, { type AnyBinlogEvent, type RowsEvent } from '@vlasky/zongji';
+import { Command, InvalidArgumentError } from 'commander';
+import { Redis } from 'ioredis';
+import mysql, { type Connection, type RowDataPacket } from 'mysql2/promise';
+import { runNaive } from '../bench/naive.js';
+import { loadConfig } from '../src/config/load.js';
+import type { ResolvedConfig } from '../src/config/schema.js';
+import { redisOptions } from '../src/coordination/redis.js';
+import { RedisKeys } from '../src/fanout/redis-keys.js';
+import { mysqlFor } from '../src/registry/accounts.js';
+import { connectMysql } from '../src/registry/mysql.js';
+import { installAll } from '../src/registry/schema-installer.js';
+import { RedisCheckpointStore, type Checkpoint, type Position } from '../src/source/checkpoint-store.js';
+import { currentBinlogPosition } from '../src/source/position.js';
+import { watchForRegressions } from '../test/helpers/regression-watcher.js';
+import { writeConfigFile } from '../test/helpers/cli.js';
+import { check, cpuSecondsOf, Proc, sleep } from './harness.js';
+import { MemcachedTextClient } from './memcached-text.js';
+import { down, repoRoot, stackEnv, stackLayout, status, up } from './stack.js';
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+const count = (v: string): number => {
+  const n = Number(v.replace(/_/g, ''));
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number greater than 0');
+  return n;
+};
+const list = <T>(parse: (s: string) => T) => (v: string): T[] => v.split(',').map((s) => parse(s.trim()));
+const rate = (s: string): number | 'max' => (s === 'max' ? 'max' : count(s));
+const SECTIONS = ['ceilings', 'naive', 'drain', 'lag', 'flush'] as const;
+type Section = (typeof SECTIONS)[number];
+
+const program = new Command()
+  .name('npm run bench --')
+  .description('Measure mcrepl against the limits of this machine, on the local stack; print a table and write it to docs/BENCHMARKS.md.')
+  .option('--rows <n>', 'set ops in the drain backlog', count, 1_000_000)
+  .option('--keys <n>', 'distinct keys in the backlog', count, 100_000)
+  .option('--value-bytes <n>', 'value size of the backlog', count, 100)
+  .option('--naive-rows <n>', 'rows the naive baseline applies (it is slow)', count, 20_000)
+  .option('--writers <list>', 'memcached writers to drain with, side by side', list((s) => s as 'meta' | 'memjs'), ['meta', 'memjs'])
+  .option('--lag-rates <list>', "source rates for the lag probe, rows/s; 'max' = as fast as the source goes", list(rate), [500, 2000, 'max'])
+  .option('--lag-seconds <n>', 'how long each lag rate runs', count, 20)
+  .option('--flush-keys <list>', 'namespace sizes to flush', list(count), [100_000, 1_000_000])
+  .option('--only <sections>', `run only these sections (${SECTIONS.join(', ')})`, list((s) => s as Section))
+  .option('--set <path=value>', 'a config override for every pipeline of the run, e.g. --set partitions=4 --set tailer.lingerMs=2 (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+  .option('--out <file>', 'markdown file the table is written to', 'docs/BENCHMARKS.md')
+  .option('--no-write', 'print the table only')
+  .option('--profile', 'run the drain\'s processes under the V8 CPU profiler and add each one\'s top functions to the report')
+  .addHelpText('after', '\nDefaults take about 8 minutes on a 2-core machine. Exit code 0 when every section ran (targets missed are reported, not fatal).');
+
+interface Options {
+  rows: number;
+  keys: number;
+  valueBytes: number;
+  naiveRows: number;
+  writers: ('meta' | 'memjs')[];
+  lagRates: (number | 'max')[];
+  lagSeconds: number;
+  flushKeys: number[];
+  only?: Section[];
+  out: string;
+  write: boolean;
+  profile?: boolean;
+  set: string[];
+}
+
+const t0 = Date.now();
+const say = (msg: string) => process.stdout.write(`[bench ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${msg}\n`);
+const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+const mb = (bytes: number) => `${fmt(bytes / 1024 / 1024)} MB`;
+const ms = (x: number) => `${fmt(x, x < 10 ? 1 : 0)} ms`;
+
+// ---------------------------------------------------------------------------------------------
+// The run's private corner of the stack
+
+interface Ctx {
+  opts: Options;
+  config: ResolvedConfig;
+  database: string;
+  servers: string[];
+  /** The applications' account, the operators' account. */
+  writer: mysql.ConnectionOptions;
+  admin: mysql.ConnectionOptions;
+  redis: Redis;
+  logDir: string;
+  runId: string;
+}
+
+function accountOpts(config: ResolvedConfig, role: 'writer' | 'admin' | 'tailer'): mysql.ConnectionOptions {
+  const c = mysqlFor(config.mysql, role);
+  return { host: c.host, port: c.port, user: c.user, password: c.password ?? '', database: c.database };
+}
+
+let pipelines = 0;
+
+/** A config for one pipeline of this run: its own Redis prefix (queues, checkpoint). */
+function pipelineConfig(ctx: Ctx, name: string, writer: 'meta' | 'memjs' | 'auto' = 'auto'): { config: ResolvedConfig; file: string; keys: RedisKeys } {
+  // Its own server_id too: two binlog readers with one id make the server drop the older one.
+  const config: ResolvedConfig = {
+    ...ctx.config,
+    mysql: { ...ctx.config.mysql, serverId: ctx.config.mysql.serverId + ++pipelines },
+    redis: { ...ctx.config.redis, prefix: `bench-${ctx.runId}-${name}` },
+    memcached: { ...ctx.config.memcached, writer },
+  };
+  return { config, file: writeConfigFile(config), keys: new RedisKeys(config.redis.prefix) };
+}
+
+const NS = { backlog: 1, lag: 2, end: 9 } as const;
+
+/** Writes rows with multi-row INSERTs (1000 rows each) over `connections` connections. */
+async function insertRows(ctx: Ctx, total: number, row: (i: number) => [number, string, string, number], connections = 2): Promise<number> {
+  const conns = await Promise.all(Array.from({ length: connections }, () => mysql.createConnection(ctx.writer)));
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    conns.map(async (c) => {
+      for (;;) {
+        const from = next;
+        if (from >= total) return;
+        next += 1000;
+        const rows: [number, string, string, number][] = [];
+        for (let i = from; i < Math.min(total, from + 1000); i++) rows.push(row(i));
+        await c.query('INSERT INTO mc_storage (ns_id, mc_key, mc_value, expire) VALUES ?', [rows]);
+      }
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  await Promise.all(conns.map((c) => c.end()));
+  return total / seconds;
+}
+
+/** A flush of the empty namespace `end`: a marker in every partition, after everything before it. */
+async function endMarker(ctx: Ctx): Promise<{ flushId: number; token: string }> {
+  const c = await mysql.createConnection(ctx.admin);
+  try {
+    const [sets] = await c.query<RowDataPacket[][]>('CALL flush_namespace(?)', [NS.end]);
+    const r = sets[0]![0]!;
+    return { flushId: Number(r.flush_id), token: String(r.token) };
+  } finally {
+    await c.end();
+  }
+}
+
+/** Waits until every partition of every data center applied the marker; seconds waited. */
+async function waitForMarker(ctx: Ctx, keys: RedisKeys, marker: { flushId: number; token: string }, timeoutMs: number, onTick?: () => void): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    onTick?.();
+    const done = await Promise.all(Object.keys(ctx.config.datacenters).map((dc) => ctx.redis.scard(keys.flushDone(marker.flushId, marker.token, dc))));
+    if (done.every((n) => n >= ctx.config.partitions)) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(20);
+  }
+}
+
+async function usedMemory(redis: Redis): Promise<number> {
+  const info = await redis.info('memory');
+  return Number(/used_memory:(\d+)/.exec(info)?.[1] ?? 0);
+}
+
+async function dropPrefix(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length) await redis.unlink(...keys);
+  } while (cursor !== '0');
+}
+
+/**
+ * Waits until a server is idle (under a tenth of a core for a second; at most 2 minutes): after
+ * a million-row write InnoDB keeps purging and flushing for a while, which is not the pipeline's
+ * cost.
+ */
+async function settle(name: string, pid: number | undefined): Promise<void> {
+  if (pid === undefined) return;
+  const started = Date.now();
+  let before = cpuSecondsOf(pid);
+  while (Date.now() - started < 120_000) {
+    await sleep(1_000);
+    const now = cpuSecondsOf(pid);
+    if (now - before < 0.1) break;
+    before = now;
+  }
+  say(`${name} idle after ${fmt((Date.now() - started) / 1000)} s`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ceilings
+
+async function zongjiCeiling(ctx: Ctx, from: Position, rows: number): Promise<number> {
+  const acc = mysqlFor(ctx.config.mysql, 'tailer');
+  const z = new ZongJi({ host: acc.host, port: acc.port, user: acc.user, password: acc.password, charset: 'utf8mb4' });
+  let n = 0;
+  const started = performance.now();
+  const seconds = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`zongji read only ${n} of ${rows} rows in 5 minutes`)), 300_000);
+    z.on('binlog', (e: AnyBinlogEvent) => {
+      if (e.getEventName() !== 'writerows') return;
+      n += (e as RowsEvent & { rows: unknown[] }).rows.length;
+      if (n >= rows) {
+        clearTimeout(timer);
+        resolve((performance.now() - started) / 1000);
+      }
+    });
+    z.on('error', reject);
+    z.start({
+      serverId: ctx.config.mysql.serverId + 100,
+      includeEvents: ['tablemap', 'writerows', 'xid', 'query', 'gtid', 'mariadbgtid', 'rotate', 'format'],
+      includeSchema: { [ctx.database]: ['mc_storage'] },
+      ...(from.gtidSet ? { gtidSet: from.gtidSet } : { filename: from.file, position: from.pos }),
+    });
+  });
+  z.stop();
+  return rows / seconds;
+}
+
+/** Pipelined `ms` requests, prebuilt, to every server at once; sets per second over all. */
+async function memcachedCeiling(servers: string[], perServer: number, valueBytes: number): Promise<number> {
+  const value = 'r'.repeat(valueBytes);
+  const chunkOps = 10_000;
+  const chunk = Buffer.from(Array.from({ length: chunkOps }, (_, i) => `ms raw:${i} ${valueBytes} T60\r\n${value}\r\n`).join(''));
+  const started = performance.now();
+  await Promise.all(
+    servers.map(
+      (address) =>
+        new Promise<void>((resolve, reject) => {
+          const i = address.lastIndexOf(':');
+          const s = net.connect({ host: address.slice(0, i), port: Number(address.slice(i + 1)) });
+          const want = Math.ceil(perServer / chunkOps) * chunkOps * 4; // "HD\r\n" per request
+          let got = 0;
+          let tail = '';
+          s.setNoDelay(true);
+          s.on('data', (d: Buffer) => {
+            got += d.length;
+            tail = (tail + d.toString('latin1', Math.max(0, d.length - 8))).slice(-8);
+            if (got >= want) {
+              s.destroy();
+              if (got === want && tail.endsWith('HD\r\n')) resolve();
+              else reject(new Error(`${address}: unexpected replies to the raw sets`));
+            }
+          });
+          s.on('error', reject);
+          s.once('connect', async () => {
+            for (let sent = 0; sent < perServer; sent += chunkOps) {
+              if (!s.write(chunk)) await new Promise((r) => s.once('drain', r));
+            }
+          });
+        }),
+    ),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  return (Math.ceil(perServer / chunkOps) * chunkOps * servers.length) / seconds;
+}
+
+/** CALL set_key as fast as `connections` autocommit connections go, for `seconds`. */
+async function setKeyRate(ctx: Ctx, connections: number, seconds: number): Promise<number> {
+  const conns = await Promise.all(Array.from({ length: connections }, () => mysql.createConnection(ctx.writer)));
+  const end = Date.now() + seconds * 1000;
+  let calls = 0;
+  const value = 'm'.repeat(ctx.opts.valueBytes);
+  const started = performance.now();
+  await Promise.all(
+    conns.map(async (c, ci) => {
+      for (let j = 0; Date.now() < end; j++) {
+        await c.query('CALL set_key(?, ?, ?, 0)', [NS.lag, `max:${ci}:${j % 1000}`, value]);
+        calls++;
+      }
+    }),
+  );
+  const rate = calls / ((performance.now() - started) / 1000);
+  await Promise.all(conns.map((c) => c.end()));
+  return rate;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drain
+
+interface ProcUsage {
+  name: string;
+  peakRssBytes: number;
+  cpuSeconds: number;
+}
+
+interface DrainResult {
+  writer: string;
+  seconds: number;
+  rowsPerSec: number;
+  usage: ProcUsage[];
+  /** CPU seconds the stack's servers used during the drain. */
+  servers: { name: string; cpuSeconds: number }[];
+  txnSeq: number;
+}
+
+/** CPU seconds used so far by the pipeline's processes, the stack's servers and this process (the load). */
+function cpuNow(procs: Proc[]): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const p of procs) m.set(p.name.replace(/^drain-\w+-/, ''), p.usage()?.cpuSeconds ?? 0);
+  for (const [name, cpu] of stackCpu()) {
+    const key = name.startsWith('memcached') ? 'memcached ×4' : name;
+    m.set(key, (m.get(key) ?? 0) + cpu);
+  }
+  const self = process.cpuUsage();
+  m.set('load + prober', (self.user + self.system) / 1e6);
+  return m;
+}
+
+/** Share of one core each used between two samples `seconds` apart. */
+function cpuShare(before: Map<string, number>, after: Map<string, number>, seconds: number): Map<string, number> {
+  return new Map([...after].map(([k, v]) => [k, (v - (before.get(k) ?? 0)) / seconds]));
+}
+
+/** CPU seconds used so far by each server of the stack (MariaDB, Redis, memcached). */
+function stackCpu(): Map<string, number> {
+  return new Map(status(stackLayout()).flatMap((s) => (s.pid === undefined ? [] : [[s.name, cpuSecondsOf(s.pid)] as [string, number]])));
+}
+
+function pipelineProcs(ctx: Ctx, file: string, tag: string): { tailer: Proc; workers: Proc[] } {
+  const node = (name: string) => (ctx.opts.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.join(ctx.logDir, 'prof', name)}`] : []);
+  return {
+    tailer: new Proc(`${tag}-tailer`, ['-c', file, 'tailer'], ctx.logDir, node(`${tag}-tailer`)),
+    workers: Object.keys(ctx.config.datacenters).map((dc) => new Proc(`${tag}-worker-${dc}`, ['-c', file, 'worker', dc], ctx.logDir, node(`${tag}-worker-${dc}`))),
+  };
+}
+
+interface CpuProfile {
+  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount?: number }[];
+  startTime: number;
+  endTime: number;
+}
+
+/** The functions a V8 CPU profile spent the most self time in. */
+function topFunctions(file: string, n = 12): { fn: string; percent: number }[] {
+  const prof = JSON.parse(fs.readFileSync(file, 'utf8')) as CpuProfile;
+  const total = prof.nodes.reduce((a, x) => a + (x.hitCount ?? 0), 0) || 1;
+  const by = new Map<string, number>();
+  for (const x of prof.nodes) {
+    const { functionName, url, lineNumber } = x.callFrame;
+    const where = url ? `${url.replace(/^file:\/\//, '').replace(`${repoRoot}/`, '').replace(/^.*node_modules\//, '')}:${lineNumber + 1}` : '';
+    const key = `${functionName || '(anonymous)'}${where ? ` ${where}` : ''}`;
+    by.set(key, (by.get(key) ?? 0) + (x.hitCount ?? 0));
+  }
+  return [...by.entries()].sort((a, b) => b[1] - a[1]).slice(0, n).map(([fn, hits]) => ({ fn, percent: (100 * hits) / total }));
+}
+
+function profileReport(ctx: Ctx): string[] {
+  const dir = path.join(ctx.logDir, 'prof');
+  if (!fs.existsSync(dir)) return [];
+  const out = ['## Where the time goes (V8 CPU profiles of the drain, self time)', ''];
+  for (const proc of fs.readdirSync(dir).sort()) {
+    const files = fs.readdirSync(path.join(dir, proc)).filter((f) => f.endsWith('.cpuprofile'));
+    if (!files[0]) continue;
+    out.push(`**${proc}**`, '', '| function | self time |', '|---|---:|', ...topFunctions(path.join(dir, proc, files[0])).map((f) => `| \`${f.fn.replace(/\|/g, '\\|')}\` | ${fmt(f.percent, 1)} % |`), '');
+  }
+  return out;
+}
+
+async function startFrom(ctx: Ctx, keys: RedisKeys, from: Position): Promise<void> {
+  const cp: Checkpoint = { position: from, txnSeq: 0, epoch: randomUUID(), savedAt: Date.now() };
+  await new RedisCheckpointStore(ctx.redis, keys).save(cp);
+}
+
+async function drain(ctx: Ctx, writer: 'meta' | 'memjs', from: Position, marker: { flushId: number; token: string }, keep: boolean): Promise<DrainResult & { stop: () => Promise<void>; file: string; keys: RedisKeys; procs: Proc[] }> {
+  const p = pipelineConfig(ctx, `drain-${writer}`, writer);
+  await startFrom(ctx, p.keys, from);
+  const { tailer, workers } = pipelineProcs(ctx, p.file, `drain-${writer}`);
+  const all = [tailer, ...workers];
+  const cpuBefore = stackCpu();
+  const started = performance.now();
+  for (const w of workers) w.start();
+  tailer.start();
+  let lastReport = Date.now();
+  const progress = async () => {
+    if (Date.now() - lastReport < 5_000) return;
+    lastReport = Date.now();
+    const cp = JSON.parse((await ctx.redis.get(p.keys.checkpoint)) ?? '{}') as Checkpoint;
+    const behind = await Promise.all(
+      Object.keys(ctx.config.datacenters).map(async (dc) => {
+        const w = Object.values(await ctx.redis.hgetall(p.keys.applied(dc))).map((v) => Number(v.split(':').at(-1)));
+        return `${dc} at t ${w.length ? Math.min(...w) : 0}`;
+      }),
+    );
+    say(`  ${writer}: ${fmt((performance.now() - started) / 1000)} s, tailer at t ${cp.txnSeq}, ${behind.join(', ')} (lowest partition)`);
+  };
+  const ok = await waitForMarker(ctx, p.keys, marker, 600_000, () => void progress());
+  const seconds = (performance.now() - started) / 1000;
+  if (!ok) throw new Error(`the ${writer} drain did not finish in 10 minutes; logs in ${ctx.logDir}`);
+  const usage = all.map((x) => ({ name: x.name.replace(`drain-${writer}-`, ''), ...(x.usage() ?? { peakRssBytes: 0, cpuSeconds: 0 }) }));
+  const servers = [...stackCpu()].map(([name, cpu]) => ({ name, cpuSeconds: cpu - (cpuBefore.get(name) ?? 0) }));
+  const cp = JSON.parse((await ctx.redis.get(p.keys.checkpoint)) ?? '{}') as Checkpoint;
+  const stop = async () => {
+    await Promise.all(all.map((x) => x.kill('SIGTERM')));
+    await dropPrefix(ctx.redis, p.config.redis.prefix);
+  };
+  if (!keep) await stop();
+  return { writer, seconds, rowsPerSec: ctx.opts.rows / seconds, usage, servers, txnSeq: cp.txnSeq, stop, file: p.file, keys: p.keys, procs: all };
+}
+
+/** The tailer alone (jobs pile up in Redis), then the workers alone (they drain them). */
+async function stages(ctx: Ctx, from: Position, marker: { flushId: number; token: string }, finalTxnSeq: number): Promise<{ tailerRowsPerSec: number; workersRowsPerSec: number; redisBytesPerOp: number; tailerRss: number }> {
+  const p = pipelineConfig(ctx, 'stages');
+  await startFrom(ctx, p.keys, from);
+  const { tailer, workers } = pipelineProcs(ctx, p.file, 'stages');
+  const before = await usedMemory(ctx.redis);
+  let started = performance.now();
+  tailer.start();
+  for (;;) {
+    const cp = JSON.parse((await ctx.redis.get(p.keys.checkpoint)) ?? '{}') as Checkpoint;
+    if (cp.txnSeq >= finalTxnSeq) break;
+    if (performance.now() - started > 600_000) throw new Error('the tailer alone did not finish in 10 minutes');
+    await sleep(20);
+  }
+  const tailerSeconds = (performance.now() - started) / 1000;
+  const tailerRss = tailer.usage()?.peakRssBytes ?? 0;
+  const queued = (await usedMemory(ctx.redis)) - before;
+  await tailer.kill('SIGTERM');
+  started = performance.now();
+  for (const w of workers) w.start();
+  const ok = await waitForMarker(ctx, p.keys, marker, 600_000);
+  const workersSeconds = (performance.now() - started) / 1000;
+  await Promise.all(workers.map((w) => w.kill('SIGTERM')));
+  await dropPrefix(ctx.redis, p.config.redis.prefix);
+  if (!ok) throw new Error('the workers alone did not finish in 10 minutes');
+  const dcs = Object.keys(ctx.config.datacenters).length;
+  return { tailerRowsPerSec: ctx.opts.rows / tailerSeconds, workersRowsPerSec: ctx.opts.rows / workersSeconds, redisBytesPerOp: queued / (ctx.opts.rows * dcs), tailerRss };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live lag
+
+interface LagResult {
+  target: number | 'max';
+  achieved: number;
+  probes: number;
+  p50: number;
+  p99: number;
+  max: number;
+  lost: number;
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+/**
+ * A steady load of CALL set_key (per-key increasing values, each connection its own keys) plus
+ * a prober: every 20 ms it sets a key of its own, and from the moment the CALL returns it reads
+ * every server with a plain text-protocol client until all of them show the value.
+ */
+async function lag(ctx: Ctx, target: number | 'max', seconds: number, loadKeys: (c: number) => string[]): Promise<LagResult> {
+  // A CALL takes a few ms once the machine is busy: enough connections that pacing, not
+  // latency, sets the rate.
+  const connections = target === 'max' ? 8 : Math.max(1, Math.ceil(target / 250));
+  const conns = await Promise.all(Array.from({ length: connections }, () => mysql.createConnection(ctx.writer)));
+  const probeConn = await mysql.createConnection(ctx.writer);
+  const clients = ctx.servers.map((s) => new MemcachedTextClient(s, 5_000));
+  const end = Date.now() + seconds * 1000;
+  const warmUntil = Date.now() + 1_000;
+  const pad = 'l'.repeat(Math.max(0, ctx.opts.valueBytes - 12));
+  let calls = 0;
+  let seq = 0;
+  const probeInterval = 20;
+  // The prober's own writes count in the rate.
+  const loadRate = target === 'max' ? Infinity : Math.max(1, target - 1000 / probeInterval);
+  const interval = (1000 * connections) / loadRate;
+  const started = performance.now();
+  const load = conns.map(async (c, ci) => {
+    const keys = loadKeys(ci);
+    let next = performance.now();
+    for (let j = 0; Date.now() < end; j++) {
+      if (Number.isFinite(interval)) {
+        next += interval;
+        const wait = next - performance.now();
+        if (wait > 1) await sleep(wait);
+      }
+      await c.query('CALL set_key(?, ?, ?, 0)', [NS.lag, keys[j % keys.length]!, `${++seq}:${pad}`]);
+      calls++;
+    }
+  });
+  const lags: number[] = [];
+  let lost = 0;
+  const prober = (async () => {
+    for (let n = 0; Date.now() < end; n++) {
+      const slot = performance.now() + probeInterval;
+      const key = `probe:${ctx.runId}:${String(target)}:${n}`;
+      const value = `p${n}`;
+      await probeConn.query('CALL set_key(?, ?, ?, 0)', [NS.lag, key, value]);
+      calls++;
+      const committed = performance.now();
+      const pending = new Set(clients.keys());
+      const deadline = committed + 5_000;
+      while (pending.size > 0 && performance.now() < deadline) {
+        for (const i of [...pending]) if ((await clients[i]!.get(key))?.value.toString() === value) pending.delete(i);
+        if (pending.size > 0) await sleep(1);
+      }
+      if (pending.size > 0) lost++;
+      else if (Date.now() > warmUntil) lags.push(performance.now() - committed);
+      const wait = slot - performance.now();
+      if (wait > 0) await sleep(wait);
+    }
+  })();
+  await Promise.all([...load, prober]);
+  const achieved = calls / ((performance.now() - started) / 1000);
+  await Promise.all([...conns, probeConn].map((c) => c.end()));
+  for (const c of clients) c.close();
+  lags.sort((a, b) => a - b);
+  return { target, achieved, probes: lags.length, p50: percentile(lags, 50), p99: percentile(lags, 99), max: lags[lags.length - 1] ?? NaN, lost };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flush
+
+interface FlushResult {
+  keys: number;
+  mysqlSeconds: number;
+  totalSeconds: number;
+  sampled: number;
+  stillThere: number;
+  registryLeft: number;
+}
+
+async function flushRun(ctx: Ctx, size: number, idx: number, pipe: { file: string; keys: RedisKeys }): Promise<FlushResult> {
+  const nsId = 20 + idx;
+  const name = `flush${size}`;
+  const c = await mysql.createConnection(ctx.admin);
+  await c.query('CALL create_namespace(?, ?)', [nsId, name]);
+  await c.end();
+  say(`flush ${fmt(size)}: writing the namespace's keys`);
+  const value = 'f'.repeat(32);
+  await insertRows(ctx, size, (i) => [nsId, `${name}-${ctx.runId}:${i}`, value, 0]);
+  const marker = await endMarker(ctx);
+  if (!(await waitForMarker(ctx, pipe.keys, marker, 600_000))) throw new Error(`the ${fmt(size)} keys did not reach memcached in 10 minutes`);
+  say(`flush ${fmt(size)}: on every server; running mcrepl flush ${name}`);
+  const started = performance.now();
+  let mysqlSeconds = NaN;
+  const code = await new Promise<number | null>((resolve) => {
+    const p = spawn(process.execPath, [path.join(repoRoot, 'bin', 'mcrepl.js'), '-c', pipe.file, 'flush', name, '--timeout', '600'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    p.stdout.on('data', (d: Buffer) => {
+      if (Number.isNaN(mysqlSeconds) && /keys? to delete/.test(d.toString())) mysqlSeconds = (performance.now() - started) / 1000;
+    });
+    p.on('exit', resolve);
+  });
+  const totalSeconds = (performance.now() - started) / 1000;
+  if (code !== 0) throw new Error(`mcrepl flush ${name} exited ${code}`);
+  // Every server, a sample of the keys (evenly spread), read with a plain client.
+  const step = Math.max(1, Math.floor(size / 5_000));
+  const sample = Array.from({ length: Math.ceil(size / step) }, (_, i) => `${name}-${ctx.runId}:${i * step}`);
+  let stillThere = 0;
+  for (const server of ctx.servers) {
+    const client = new MemcachedTextClient(server, 5_000);
+    for (let i = 0; i < sample.length; i += 100) stillThere += (await client.getMany(sample.slice(i, i + 100))).size;
+    client.close();
+  }
+  const a = await mysql.createConnection(ctx.admin);
+  const [r] = await a.query<RowDataPacket[]>('SELECT COUNT(*) AS n FROM mc_stored_keys WHERE ns_id = ?', [nsId]);
+  await a.end();
+  return { keys: size, mysqlSeconds, totalSeconds, sampled: sample.length * ctx.servers.length, stillThere, registryLeft: Number(r[0]!.n) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+function machine(ctx: Ctx, versions: Record<string, string>): string {
+  const cpus = os.cpus();
+  return [
+    `- **CPU**: ${cpus[0]?.model ?? 'unknown'}, ${cpus.length} cores (everything below shares them: MariaDB, Redis, 4 memcached, the pipeline and the load)`,
+    `- **Memory**: ${fmt(os.totalmem() / 1024 ** 3, 1)} GiB; **OS**: ${os.type()} ${os.release()}`,
+    `- **Software**: Node ${process.version}, ${Object.entries(versions).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    `- **Topology**: ${Object.entries(ctx.config.datacenters).map(([dc, d]) => `${dc} (${d.servers.length} servers)`).join(', ')}, ${ctx.config.partitions} partitions, replicate routing`,
+  ].join('\n');
+}
+
+async function versions(ctx: Ctx): Promise<Record<string, string>> {
+  const c = await mysql.createConnection(ctx.admin);
+  const [v] = await c.query<RowDataPacket[]>('SELECT VERSION() AS v');
+  await c.end();
+  const redisInfo = await ctx.redis.info('server');
+  const mc = new MemcachedTextClient(ctx.servers[0]!);
+  const st = await mc.stats();
+  mc.close();
+  return { MySQL: String(v[0]!.v), Redis: /redis_version:(\S+)/.exec(redisInfo)?.[1] ?? '?', memcached: st.version ?? '?' };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main(): Promise<number> {
+  program.parse(process.argv);
+  const opts = program.opts<Options>();
+  const want = (s: Section) => !opts.only || opts.only.includes(s);
+  const layout = stackLayout();
+  const { started } = await up(layout);
+  if (started.length) say(`local stack started: ${started.join(', ')}`);
+  const runId = randomBytes(3).toString('hex');
+  const logDir = path.join(repoRoot, '.stack', 'bench', runId);
+  fs.mkdirSync(logDir, { recursive: true });
+  const { config } = loadConfig({
+    env: stackEnv(layout),
+    overrides: {
+      'mysql.database': `bench_${runId}`,
+      'mysql.serverId': 300_000 + Math.floor(Math.random() * 100_000),
+      'redis.prefix': `bench-${runId}`,
+      'datacenters.east': { servers: layout.memcached.filter((m) => m.dc === 'east').map((m) => `127.0.0.1:${m.port}`) },
+      'datacenters.west': { servers: layout.memcached.filter((m) => m.dc === 'west').map((m) => `127.0.0.1:${m.port}`) },
+      'log.level': 'warn',
+      ...Object.fromEntries(
+        opts.set.map((kv) => {
+          const i = kv.indexOf('=');
+          if (i < 1) throw new InvalidArgumentError(`--set expects path=value, got '${kv}'`);
+          const raw = kv.slice(i + 1);
+          return [kv.slice(0, i), /^-?\d+(\.\d+)?$/.test(raw) ? Number(raw) : raw];
+        }),
+      ),
+    },
+  });
+  const redis = new Redis({ ...redisOptions(config.redis), lazyConnect: false, maxRetriesPerRequest: 3 });
+  const ctx: Ctx = {
+    opts,
+    config,
+    database: config.mysql.database,
+    servers: Object.values(config.datacenters).flatMap((d) => d.servers),
+    writer: accountOpts(config, 'writer'),
+    admin: accountOpts(config, 'admin'),
+    redis,
+    logDir,
+    runId,
+  };
+  const installer = await connectMysql(config.mysql, { database: false });
+  await installAll(installer, config);
+  for (const [name, id] of Object.entries(NS)) await installer.query(`CALL \`${config.mysql.database}\`.create_namespace(?, ?)`, [id, name]);
+  const soft = await versions(ctx);
+  say(`run ${runId}: database ${ctx.database}, Redis prefix bench-${runId}-*, logs in ${path.relative(repoRoot, logDir)}`);
+
+  const out: string[] = [];
+  const targets: [string, string, boolean | undefined][] = [];
+  const cleanups: (() => Promise<void>)[] = [];
+  try {
+    // The backlog: written while no pipeline runs, at the start of a fresh binlog file (MariaDB
+    // 10.11 finds a GTID start position by reading its file from the top; the stack's files are
+    // shared with every test run and can be large).
+    await installer.query('FLUSH BINARY LOGS').catch((err: Error) => say(`could not rotate the binlog (${err.message}); the drain includes finding its start in a long file`));
+    const from = await currentBinlogPosition(installer);
+    say(`writing the backlog: ${fmt(opts.rows)} set ops, ${opts.valueBytes}-byte values over ${fmt(opts.keys)} keys`);
+    const pad = 'v'.repeat(Math.max(0, opts.valueBytes - 8));
+    const insertRate = await insertRows(ctx, opts.rows, (i) => [NS.backlog, `b:${i % opts.keys}`, `${String(i).padStart(7, '0')}:${pad}`.slice(0, opts.valueBytes), 0]);
+    const marker = await endMarker(ctx);
+    say(`backlog written at ${fmt(insertRate)} rows/s`);
+    await settle('MariaDB', status(layout).find((s) => s.name === 'mariadb')?.pid);
+
+    let zongjiRate = NaN;
+    if (want('ceilings')) {
+      say('ceiling: zongji parsing the backlog');
+      zongjiRate = await zongjiCeiling(ctx, from, opts.rows);
+      say(`ceiling: raw pipelined memcached sets to ${ctx.servers.length} servers at once`);
+      const rawSets = await memcachedCeiling(ctx.servers, Math.min(opts.rows, 1_000_000), opts.valueBytes);
+      say('ceiling: CALL set_key, 6 connections, 5 s');
+      const callRate = await setKeyRate(ctx, 6, 5);
+      out.push(
+        '## Ceilings',
+        '',
+        '| what | rate |',
+        '|---|---:|',
+        `| zongji parsing the backlog, nothing else (${fmt(opts.rows)} rows) | ${fmt(zongjiRate)} rows/s |`,
+        `| raw pipelined memcached \`ms\`, ${opts.valueBytes}-byte values, ${ctx.servers.length} servers at once | ${fmt(rawSets)} sets/s = ${fmt(rawSets / ctx.servers.length)} rows/s to all ${ctx.servers.length} |`,
+        `| MySQL: multi-row INSERT into mc_storage (trigger, registry, binlog), 2 connections | ${fmt(insertRate)} rows/s |`,
+        `| MySQL: \`CALL set_key\`, autocommit, 6 connections | ${fmt(callRate)} rows/s |`,
+        '',
+      );
+    }
+
+    let naive: Awaited<ReturnType<typeof runNaive>> | undefined;
+    if (want('naive')) {
+      say(`naive baseline: ${fmt(opts.naiveRows)} rows, one BullMQ job per row per data center`);
+      const tailerAcc = mysqlFor(config.mysql, 'tailer');
+      naive = await runNaive({
+        redis: { ...config.redis, prefix: `bench-${runId}-naive` },
+        mysql: { host: tailerAcc.host, port: tailerAcc.port, user: tailerAcc.user, password: tailerAcc.password ?? '', database: ctx.database, serverId: config.mysql.serverId + 101 },
+        datacenters: Object.fromEntries(Object.entries(config.datacenters).map(([dc, d]) => [dc, d.servers])),
+        from,
+        rows: Math.min(opts.naiveRows, opts.rows),
+        timeoutMs: 600_000,
+      });
+      say(`naive: ${fmt(naive.rowsPerSec)} rows/s`);
+    }
+
+    let lagPipe: { file: string; keys: RedisKeys; procs: Proc[] } | undefined;
+    if (want('drain') || want('lag') || want('flush')) {
+      const drains: DrainResult[] = [];
+      // The default writer (meta) drains last: its pipeline stays up for the lag and flush sections.
+      const writers = want('drain') ? [...opts.writers].sort((a, b) => Number(a === 'meta') - Number(b === 'meta')) : (['meta'] as const);
+      for (const [i, w] of writers.entries()) {
+        const keep = i === writers.length - 1;
+        say(`drain: ${fmt(opts.rows)} rows to ${ctx.servers.length} servers, ${w} writer`);
+        const d = await drain(ctx, w, from, marker, keep);
+        say(`drain (${w}): ${fmt(d.rowsPerSec)} rows/s in ${fmt(d.seconds, 1)} s; peak RSS ${d.usage.map((u) => `${u.name} ${mb(u.peakRssBytes)}`).join(', ')}`);
+        drains.push(d);
+        if (keep) {
+          lagPipe = { file: d.file, keys: d.keys, procs: d.procs };
+          cleanups.push(d.stop);
+        }
+        {
+          const result = await check(ctx.admin, ctx.servers, [], { nsId: NS.backlog });
+          say(`drain (${w}): checked ${fmt(result.keysChecked)} keys × ${ctx.servers.length} servers against MySQL: ${result.divergent.size} divergent`);
+          if (result.divergent.size > 0) throw new Error(`the drain left ${result.divergent.size} keys different from MySQL`);
+        }
+      }
+      if (want('drain')) {
+        const meta = drains.find((d) => d.writer === 'meta') ?? drains[0]!;
+        say('stages: the tailer alone, then the workers alone');
+        const st = await stages(ctx, from, marker, meta.txnSeq);
+        const names = meta.usage.map((u) => u.name);
+        out.push(
+          `## Drain: ${fmt(opts.rows)} set ops (${opts.valueBytes}-byte values, ${fmt(opts.keys)} keys) to all ${ctx.servers.length} servers`,
+          '',
+          'Written while the pipeline was stopped, then applied by the real CLI processes (one tailer, one worker group per data center), from start to the last op on the last server.',
+          '',
+          `| pipeline | rows/s | × naive | of zongji ceiling | ${names.map((n) => `peak RSS ${n}`).join(' | ')} | CPU s ${names.join(' / ')} |`,
+          `|---|---:|---:|---:|${names.map(() => '---:|').join('')}---:|`,
+          ...(naive ? [`| naive: one BullMQ job per row per DC, memjs (${fmt(naive.rows)} rows) | ${fmt(naive.rowsPerSec)} | 1.0 | ${fmt((100 * naive.rowsPerSec) / zongjiRate, 1)} % | ${names.map(() => '').join(' | ')} | |`] : []),
+          ...drains.map(
+            (d) =>
+              `| mcrepl, ${d.writer} writer | ${fmt(d.rowsPerSec)} | ${naive ? fmt(d.rowsPerSec / naive.rowsPerSec, 1) : '–'} | ${fmt((100 * d.rowsPerSec) / zongjiRate, 1)} % | ${d.usage.map((u) => mb(u.peakRssBytes)).join(' | ')} | ${d.usage.map((u) => fmt(u.cpuSeconds, 1)).join(' / ')} |`,
+          ),
+          '',
+          `Where the CPU went during each drain (CPU seconds; the machine has ${os.cpus().length} cores, so a drain of *w* seconds has ${os.cpus().length}·*w* to spend):`,
+          '',
+          `| drain | wall s | ${names.join(' | ')} | ${meta.servers.map((x) => x.name).join(' | ')} | total |`,
+          `|---|---:|${names.map(() => '---:|').join('')}${meta.servers.map(() => '---:|').join('')}---:|`,
+          ...drains.map((d) => {
+            const total = d.usage.reduce((a, u) => a + u.cpuSeconds, 0) + d.servers.reduce((a, x) => a + x.cpuSeconds, 0);
+            return `| ${d.writer} | ${fmt(d.seconds, 1)} | ${d.usage.map((u) => fmt(u.cpuSeconds, 1)).join(' | ')} | ${d.servers.map((x) => fmt(x.cpuSeconds, 1)).join(' | ')} | ${fmt(total, 1)} of ${fmt(d.seconds * os.cpus().length, 1)} |`;
+          }),
+          '',
+          '| stage alone | rate |',
+          '|---|---:|',
+          `| tailer: binlog → jobs in Redis (no workers running) | ${fmt(st.tailerRowsPerSec)} rows/s, peak RSS ${mb(st.tailerRss)} |`,
+          `| worker groups: queued jobs → ${ctx.servers.length} servers (no tailer running) | ${fmt(st.workersRowsPerSec)} rows/s |`,
+          `| Redis memory per queued op (per data center) | ${fmt(st.redisBytesPerOp)} bytes |`,
+          '',
+        );
+        targets.push([`drain ≥ 50,000 rows/s to all four servers`, `${fmt(meta.rowsPerSec)} rows/s`, meta.rowsPerSec >= 50_000]);
+        if (naive) targets.push(['drain ≥ 10× the naive baseline', `${fmt(meta.rowsPerSec / naive.rowsPerSec, 1)}×`, meta.rowsPerSec >= 10 * naive.rowsPerSec]);
+        const peak = Math.max(...meta.usage.map((u) => u.peakRssBytes));
+        targets.push(['tailer and each worker ≤ 200 MB peak RSS during the drain', `max ${mb(peak)}`, peak <= 200 * 1024 * 1024]);
+      }
+    }
+
+    if (want('lag') && lagPipe) {
+      const rows: LagResult[] = [];
+      const watchKeys: string[] = [];
+      const loadKeys = (rateTag: string) => (c: number) => {
+        // The run's id in every key: the servers may still hold keys of an earlier run.
+        const keys = Array.from({ length: 500 }, (_, j) => `o:${ctx.runId}:${rateTag}:${c}:${j}`);
+        if (watchKeys.length < 80) watchKeys.push(...keys.slice(0, 10));
+        return keys;
+      };
+      let regressions = 0;
+      let observations = 0;
+      const cpuShares: Map<string, number>[] = [];
+      for (const r of opts.lagRates) {
+        say(`lag: ${String(r)} rows/s for ${opts.lagSeconds} s`);
+        // Per-key order, watched on every server while the load runs (values carry a sequence).
+        watchKeys.length = 0;
+        const keysFor = loadKeys(String(r));
+        for (let c = 0; c < 8; c++) keysFor(c);
+        const watcher = watchForRegressions(ctx.servers, watchKeys, (v) => Number(v.split(':')[0]), 10);
+        const cpu0 = cpuNow(lagPipe.procs);
+        const t0 = performance.now();
+        const res = await lag(ctx, r, opts.lagSeconds, keysFor);
+        cpuShares.push(cpuShare(cpu0, cpuNow(lagPipe.procs), (performance.now() - t0) / 1000));
+        const w = await watcher.stop();
+        regressions += w.regressions.length;
+        for (const line of w.regressions.slice(0, 5)) say(`  ORDER REGRESSION ${line}`);
+        observations += w.observations;
+        say(`lag at ${String(r)}: ${fmt(res.achieved)} rows/s, p50 ${ms(res.p50)}, p99 ${ms(res.p99)}, max ${ms(res.max)} (${res.probes} probes)`);
+        rows.push(res);
+      }
+      const checked = await check(ctx.admin, ctx.servers, [], { nsId: NS.lag });
+      out.push(
+        '## Live lag: commit → visible on every server of every data center',
+        '',
+        `A steady load of \`CALL set_key\` for ${opts.lagSeconds} s per rate; a prober sets a key of its own every 20 ms and, from the moment its CALL returns, reads all ${ctx.servers.length} servers with a plain text-protocol client until each shows the value (1 ms polling; the first second is warm-up).`,
+        '',
+        '| source rate | achieved | probes | p50 | p99 | max | not seen in 5 s |',
+        '|---|---:|---:|---:|---:|---:|---:|',
+        ...rows.map((r) => `| ${r.target === 'max' ? 'max (8 connections)' : `${fmt(r.target)} rows/s`} | ${fmt(r.achieved)} rows/s | ${r.probes} | ${ms(r.p50)} | ${ms(r.p99)} | ${ms(r.max)} | ${r.lost} |`),
+        '',
+        `Where the CPU went at each rate (share of one core, averaged over the run; the machine has ${os.cpus().length}):`,
+        '',
+        `| source rate | ${[...cpuShares[0]!.keys()].join(' | ')} | total |`,
+        `|---|${[...cpuShares[0]!.keys()].map(() => '---:|').join('')}---:|`,
+        ...rows.map((r, i) => {
+          const share = cpuShares[i]!;
+          const total = [...share.values()].reduce((a, b) => a + b, 0);
+          return `| ${r.target === 'max' ? 'max' : fmt(r.target)} | ${[...share.values()].map((v) => `${fmt(v * 100)} %`).join(' | ')} | ${fmt(total * 100)} % |`;
+        }),
+        '',
+        `Per-key order under this load: ${fmt(observations)} reads of ${watchKeys.length} keys on every server, ${regressions} regressions. Afterwards the chaos run's checker compared ${fmt(checked.keysChecked)} keys × ${ctx.servers.length} servers with MySQL: ${checked.divergent.size} divergent.`,
+        '',
+      );
+      const at2k = rows.find((r) => r.target === 2000);
+      if (at2k) targets.push(['live lag p99 ≤ 20 ms at 2,000 rows/s', ms(at2k.p99), at2k.p99 <= 20]);
+      targets.push(['per-key order and the checker under load', `${regressions} regressions, ${checked.divergent.size} divergent keys`, regressions === 0 && checked.divergent.size === 0]);
+    }
+
+    if (want('flush') && lagPipe) {
+      const rows: FlushResult[] = [];
+      for (const [i, size] of opts.flushKeys.entries()) {
+        const r = await flushRun(ctx, size, i, lagPipe);
+        say(`flush ${fmt(size)}: ${fmt(r.totalSeconds, 1)} s (MySQL ${fmt(r.mysqlSeconds, 1)} s); ${r.stillThere} of ${r.sampled} sampled reads still found a key`);
+        rows.push(r);
+      }
+      out.push(
+        '## Namespace flush',
+        '',
+        '`mcrepl flush <namespace>` from start until it returns (every partition of every data center applied the flush marker, which follows every delete); then a sample of the keys is read on every server with a plain client.',
+        '',
+        '| keys | flush_namespace in MySQL | until gone from every server | sample read | keys found | registry rows left |',
+        '|---:|---:|---:|---:|---:|---:|',
+        ...rows.map((r) => `| ${fmt(r.keys)} | ${fmt(r.mysqlSeconds, 1)} s | ${fmt(r.totalSeconds, 1)} s | ${fmt(r.sampled)} | ${r.stillThere} | ${r.registryLeft} |`),
+        '',
+      );
+      const big = rows.find((r) => r.keys === 1_000_000);
+      if (big) targets.push(['flush of a 1,000,000-key namespace ≤ 30 s', `${fmt(big.totalSeconds, 1)} s`, big.totalSeconds <= 30 && big.stillThere === 0]);
+    }
+  } finally {
+    for (const c of cleanups) await c().catch(() => undefined);
+    await installer.query(`DROP DATABASE IF EXISTS \`${ctx.database}\``).catch(() => undefined);
+    await installer.end();
+    await dropPrefix(redis, `bench-${runId}`).catch(() => undefined);
+    redis.disconnect();
+    if (started.length) {
+      await down(layout);
+      say('local stack stopped');
+    }
+  }
+
+  const args = process.argv.slice(2);
+  const doc = [
+    '# Benchmarks',
+    '',
+    `Measured by \`npm run bench${args.length ? ` -- ${args.join(' ')}` : ''}\` on ${new Date().toISOString().replace(/\..*/, 'Z')}, every number in the same run. Rerun it to replace this file.`,
+    '',
+    machine(ctx, soft),
+    '',
+    ...(targets.length
+      ? ['## Targets', '', '| target | measured | met |', '|---|---|:---:|', ...targets.map(([t, m, ok]) => `| ${t} | ${m} | ${ok === undefined ? '–' : ok ? 'yes' : '**no**'} |`), '']
+      : []),
+    ...out,
+    ...profileReport(ctx),
+  ].join('\n');
+  process.stdout.write(`\n${doc}\n`);
+  if (opts.write) {
+    fs.writeFileSync(path.resolve(repoRoot, opts.out), doc);
+    say(`written to ${opts.out}`);
+  }
+  return 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err) => {
+    process.stderr.write(`[bench] ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);

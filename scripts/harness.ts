@@ -1,0 +1,166 @@
+/**
+ * What `npm run chaos` and `npm run bench` share: the pipeline as real CLI processes, and the
+ * checker, which compares every memcached server with the state MySQL committed using none of
+ * the pipeline's code (plain text-protocol gets and a plain SQL query).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import mysql, { type RowDataPacket } from 'mysql2/promise';
+import { MemcachedTextClient } from './memcached-text.js';
+import { repoRoot } from './stack.js';
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------------------------------------
+// The pipeline's processes
+
+/** One mcrepl CLI process (restartable); its output goes to `<logDir>/<name>.<n>.log`. */
+export class Proc {
+  child: ChildProcess | undefined;
+  private generation = 0;
+  constructor(
+    readonly name: string,
+    private readonly args: string[],
+    private readonly logDir: string,
+    /** Extra node options (e.g. --cpu-prof). */
+    private readonly nodeArgs: string[] = [],
+  ) {}
+
+  start(): void {
+    const log = fs.openSync(path.join(this.logDir, `${this.name}.${++this.generation}.log`), 'a');
+    this.child = spawn(process.execPath, [...this.nodeArgs, path.join(repoRoot, 'bin', 'mcrepl.js'), ...this.args], { cwd: repoRoot, stdio: ['ignore', log, log] });
+    fs.closeSync(log);
+  }
+
+  get pid(): number | undefined {
+    return this.child && this.child.exitCode === null && this.child.signalCode === null ? this.child.pid : undefined;
+  }
+
+  async kill(signal: NodeJS.Signals): Promise<void> {
+    const c = this.child;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    const exited = new Promise((r) => c.once('exit', r));
+    c.kill(signal);
+    await Promise.race([exited, sleep(30_000)]);
+  }
+
+  /** Peak resident memory so far (VmHWM) and CPU time used, from /proc; undefined once exited. */
+  usage(): { peakRssBytes: number; cpuSeconds: number } | undefined {
+    const pid = this.pid;
+    if (pid === undefined) return undefined;
+    try {
+      const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+      const hwm = /VmHWM:\s+(\d+) kB/.exec(status);
+      return { peakRssBytes: Number(hwm?.[1] ?? 0) * 1024, cpuSeconds: cpuSecondsOf(pid) };
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/** CPU time (user + system) a process has used, from /proc/<pid>/stat; 0 if it is gone. */
+export function cpuSecondsOf(pid: number): number {
+  try {
+    // Fields 14 and 15 (counted after the parenthesised name): utime, stime, in clock ticks.
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+export interface StatusJson {
+  tailer: string | null;
+  datacenters: { name: string; worker: string | null; queued: { waiting: number; active: number; delayed: number; failed: number }; servers: { address: string; health: string; missedOps: number; mustFlush: boolean }[] }[];
+}
+
+export function mcreplStatus(configFile: string): Promise<StatusJson | undefined> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [path.join(repoRoot, 'bin', 'mcrepl.js'), '-c', configFile, 'status', '--json'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    c.on('exit', (code) => {
+      try {
+        resolve(code === 0 ? (JSON.parse(out) as StatusJson) : undefined);
+      } catch {
+        resolve(undefined);
+      }
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checker
+
+export interface Divergence {
+  server: string;
+  key: string;
+  expected: string;
+  found: string;
+}
+
+export interface CheckResult {
+  keysChecked: number;
+  comparisons: number;
+  present: number;
+  skippedAtExpiry: number;
+  divergent: Map<string, Divergence[]>;
+  /** Keys the registry says hold a value (not near their expiry). */
+  liveKeys: Set<string>;
+}
+
+/**
+ * Compares `keys` and every key of the registry (optionally of one namespace) on every server
+ * with what the registry says: a live key must hold a value with the registry's md5, any other
+ * key nothing. Keys within 2 s of their expiry are skipped.
+ */
+export async function check(admin: mysql.ConnectionOptions, servers: string[], keys: string[], opts: { nsId?: number } = {}): Promise<CheckResult> {
+  const conn = await mysql.createConnection(admin);
+  const [rows] = await conn.query<RowDataPacket[]>(
+    `SELECT mc_key, expires_at, HEX(value_md5) AS md5 FROM mc_stored_keys${opts.nsId !== undefined ? ' WHERE ns_id = ?' : ''}`,
+    opts.nsId !== undefined ? [opts.nsId] : [],
+  );
+  await conn.end();
+  const registry = new Map<string, { expiresAt: number | null; md5: string }>();
+  for (const r of rows) registry.set((r.mc_key as Buffer).toString('utf8'), { expiresAt: r.expires_at === null ? null : Number(r.expires_at), md5: String(r.md5).toLowerCase() });
+  const universe = [...new Set([...keys, ...registry.keys()])];
+  const result: CheckResult = { keysChecked: universe.length, comparisons: 0, present: 0, skippedAtExpiry: 0, divergent: new Map(), liveKeys: new Set() };
+  const SLACK_S = 2;
+
+  for (const server of servers) {
+    const client = new MemcachedTextClient(server, 5_000);
+    try {
+      for (let i = 0; i < universe.length; i += 100) {
+        const batch = universe.slice(i, i + 100);
+        const got = await client.getMany(batch);
+        const now = Date.now() / 1000;
+        for (const key of batch) {
+          const value = got.get(key);
+          const want = registry.get(key);
+          if (want?.expiresAt !== null && want?.expiresAt !== undefined && Math.abs(want.expiresAt - now) <= SLACK_S) {
+            result.skippedAtExpiry++;
+            continue;
+          }
+          result.comparisons++;
+          const live = want && (want.expiresAt === null || want.expiresAt > now);
+          if (live) result.liveKeys.add(key);
+          const gotMd5 = value ? createHash('md5').update(value).digest('hex') : undefined;
+          if (value) result.present++;
+          let problem: Divergence | undefined;
+          if (live && gotMd5 !== want.md5) {
+            problem = { server, key, expected: `value with md5 ${want.md5}`, found: value ? `a different value (md5 ${gotMd5}, ${JSON.stringify(value.toString().slice(0, 40))})` : 'nothing' };
+          } else if (!live && value) {
+            problem = { server, key, expected: want ? `nothing (expired at ${new Date(want.expiresAt! * 1000).toISOString()})` : 'nothing (deleted or flushed)', found: `a value (md5 ${gotMd5}, ${JSON.stringify(value.toString().slice(0, 40))})` };
+          }
+          if (problem) result.divergent.set(key, [...(result.divergent.get(key) ?? []), problem]);
+        }
+      }
+    } finally {
+      client.close();
+    }
+  }
+  return result;
+}

@@ -147,6 +147,12 @@ export const workerSchema = z.strictObject({
    * its missed ops, so that requests it still holds from before land first (ms).
    */
   settleMs: nonNegativeInt.default(1_000),
+  /**
+   * A server that came back empty waits up to this long for a peer that holds every key when
+   * all its peers are down; then it starts with what a healthy peer has, or empty, and is warmed
+   * again once a complete peer is healthy (ms).
+   */
+  warmWaitMs: nonNegativeInt.default(30_000),
   /** Missed ops kept per server while it is down (distinct keys; more → it is flushed on return). */
   missedOpsMaxKeys: positiveInt.default(100_000),
   /** ...and their bytes. */

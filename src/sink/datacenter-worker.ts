@@ -30,7 +30,7 @@ import { writerFactoryFor, type WriterFactory } from './memcached-writer.js';
 import { MetaClient } from './meta-client.js';
 import { RedisMissedOpStore } from './missed-ops.js';
 import { OpApplier } from './op-applier.js';
-import { ServerChannel, type ChannelStore, type Refusal, type SavedServerState, type WriteableOp } from './server-channel.js';
+import { ServerChannel, chooseWarmSource, linkPeers, type ChannelStore, type Refusal, type SavedServerState, type WarmResult, type WriteableOp } from './server-channel.js';
 import { createRoute } from './routing.js';
 
 export type WorkerState = LifecycleState;
@@ -99,6 +99,8 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
   private readonly lease: Lease;
   private readonly deadLetters: DeadLetterStore;
   private readonly channels: ServerChannel[];
+  /** Warms every healthy server that is missing keys, if a complete peer is healthy. */
+  private readonly rewarmIncomplete: () => void;
   private readonly applier: OpApplier;
   private readonly abort = new AbortController();
   private readonly life: Lifecycle;
@@ -146,9 +148,13 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
           probeIntervalMs: config.worker.probeIntervalMs,
           checkIntervalMs: config.worker.probeIntervalMs * 4,
           settleMs: config.worker.settleMs,
-          warm: (target) => this.warm(target),
+          warm: (target, mayWait) => this.warm(target, mayWait),
+          warmWaitMs: config.worker.warmWaitMs,
         }),
     );
+    // A complete server back in service: any peer that is missing keys is warmed again from it.
+    // Not under SASL, where nothing can be copied (see warm()).
+    this.rewarmIncomplete = config.memcached.username === undefined ? linkPeers(this.channels) : () => undefined;
     this.applier = new OpApplier(this.channels, createRoute(dcConfig.routing, this.channels.length), { logger: this.logger, signal: this.abort.signal });
   }
 
@@ -172,6 +178,7 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
       // Each server picks up where the previous worker left it (missed ops, flush needed).
       const serverStates = await this.redis.hgetall(this.keys.servers(this.dc));
       await Promise.all(this.channels.map((c) => c.start(serverStateOf(serverStates[c.address]))));
+      this.rewarmIncomplete();
       const saved = await this.redis.hgetall(this.keys.applied(this.dc));
       for (const [p, v] of Object.entries(saved)) {
         const i = v.lastIndexOf(':');
@@ -317,14 +324,15 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
   /**
    * Copies a healthy peer's keys (with their remaining TTLs) onto a server that came back empty
    * or was flushed. Ops arriving meanwhile are kept for the target and replayed after this, so
-   * they win over what is copied.
+   * they win over what is copied. See `WarmResult` and `ServerChannel` for the choice of peer.
    */
-  private async warm(target: ServerChannel): Promise<boolean> {
-    const peer = this.channels.find((c) => c !== target && c.health === 'healthy');
-    if (!peer) return false;
+  private async warm(target: ServerChannel, mayWait: boolean): Promise<WarmResult> {
     // Copying uses the text (meta) protocol, which memcached turns off under SASL (-S): such a
     // server starts empty (flushed) and fills from new writes.
-    if (this.config.memcached.username !== undefined) return false;
+    if (this.config.memcached.username !== undefined) return 'none';
+    const source = chooseWarmSource(target, this.channels, mayWait);
+    if (source === 'wait' || source === 'none') return source;
+    const peer = source;
     const timeoutMs = this.config.memcached.timeoutMs * 5;
     const from = new MetaClient(peer.address, timeoutMs);
     const to = new MetaClient(target.address, timeoutMs);
@@ -341,8 +349,8 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
       from.close();
       to.close();
     }
-    this.logger.info({ server: target.address, peer: peer.address, keys: copied }, 'server warmed from a healthy peer');
-    return true;
+    this.logger.info({ server: target.address, peer: peer.address, keys: copied, complete: peer.complete }, 'server warmed from a healthy peer');
+    return peer.complete ? 'complete' : 'partial';
   }
 
   private async recordRefusals(refusals: Refusal[]): Promise<void> {

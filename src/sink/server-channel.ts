@@ -14,6 +14,13 @@
  *   nothing is left does it count as healthy again.
  * The dirty mark is saved (ChannelStore) before a job completes without the server, so a worker
  * that crashes meanwhile cannot leave a stale server behind.
+ *
+ * A server is *complete* when it holds every key it should (as far as anyone knows): it lost
+ * nothing, or it was warmed from a complete peer. One that restarted or was flushed is not, until
+ * a warm from a complete peer; it may be warmed from an incomplete peer, or start empty, when no
+ * complete one is healthy (after waiting `warmWaitMs` for one that is down but may come back with
+ * its data), and is then warmed again (`rewarm`) once a complete peer is healthy. Without that,
+ * a data center whose servers restart one after the other would lose the keys for good.
  */
 import { EventEmitter } from 'node:events';
 import { sleep } from '../coordination/lease.js';
@@ -41,7 +48,16 @@ export interface SavedServerState {
   /** It may hold values that later ops replaced and that were not kept for it: flush before use. */
   mustFlush: boolean;
   identity?: ServerIdentity;
+  /** False: it lost keys (restarted, flushed) and has not been warmed from a complete peer since. Absent: true. */
+  complete?: boolean;
 }
+
+/**
+ * What a warm did: copied from a complete peer, or from an incomplete one (the target stays
+ * incomplete); `wait`: no peer is healthy, but one that may hold every key is down: try again
+ * later; `none`: no peer to copy from, the server starts empty (incomplete).
+ */
+export type WarmResult = 'complete' | 'partial' | 'wait' | 'none';
 
 /** Where a server's state outlives the worker. */
 export interface ChannelStore {
@@ -60,8 +76,13 @@ export interface ChannelOptions {
   /** How often a healthy server is asked who it is, to notice a restart (or death) between writes. */
   checkIntervalMs: number;
   settleMs: number;
-  /** Copies a healthy peer's keys onto this (flushed or restarted) server; false if none could be used. */
-  warm?: (target: ServerChannel) => Promise<boolean>;
+  /**
+   * Copies a healthy peer's keys onto this (flushed or restarted) server. `mayWait`: the target
+   * has waited less than `warmWaitMs` for a complete peer, so `wait` is an allowed answer.
+   */
+  warm?: (target: ServerChannel, mayWait: boolean) => Promise<WarmResult>;
+  /** How long a server that lost its keys waits for a complete peer that is down (ms). */
+  warmWaitMs?: number;
   /** Clock in unix seconds (tests). */
   now?: () => number;
 }
@@ -80,10 +101,47 @@ export function toWrite(op: WriteableOp, nowSec: number): WriteOp {
   return { kind: 'set', key: op.key, value: op.value, exptime: remaining <= MEMCACHED_RELATIVE_EXPIRY_MAX ? Math.ceil(remaining) : op.expiresAt };
 }
 
+/**
+ * Which peer to warm `target` from: a healthy complete one if any; else, while `mayWait`, wait
+ * for a down peer that may still hold every key (its restart, if any, is not known yet); else
+ * any healthy peer (the target stays incomplete); else none.
+ */
+export function chooseWarmSource(target: ServerChannel, channels: readonly ServerChannel[], mayWait: boolean): ServerChannel | 'wait' | 'none' {
+  const peers = channels.filter((c) => c !== target);
+  const healthy = peers.filter((c) => c.health === 'healthy');
+  const complete = healthy.find((c) => c.complete);
+  if (complete) return complete;
+  if (mayWait && healthy.length === 0 && peers.some((c) => c.complete)) return 'wait';
+  return healthy[0] ?? 'none';
+}
+
+/**
+ * Whenever a complete server of the group is healthy, every healthy incomplete one is warmed
+ * again (`rewarm`). Returns the check, to run once the channels have started.
+ */
+export function linkPeers(channels: readonly ServerChannel[]): () => void {
+  const check = () => {
+    if (channels.some((c) => c.health === 'healthy' && c.complete)) for (const c of channels) c.rewarm();
+  };
+  for (const c of channels) c.on('health', (h) => h === 'healthy' && check());
+  return check;
+}
+
+/** A different process answers: it restarted (and is empty). */
+function isRestart(was: ServerIdentity, now: ServerIdentity): boolean {
+  return now.pid !== was.pid || Math.abs(now.startedAt - was.startedAt) > 2;
+}
+
 export class ServerChannel extends EventEmitter<ChannelEvents> {
   private _health: ServerHealth = 'healthy';
   /** Missed ops were dropped (bound overflowed) or its state is unknown: flush before replay. */
   private mustFlush = false;
+  /** It lost keys (restarted, flushed, or a warm from a complete peer is due): copy a peer's before replaying. */
+  private needsWarm = false;
+  private _complete = true;
+  /** When it started waiting for a complete peer (ms), while it waits. */
+  private warmWaitSince: number | undefined;
+  private warnedWait = false;
   private identity: ServerIdentity | undefined;
   private recovery: Promise<void> | undefined;
   /** Adds to the missed-op store still in flight (recovery must not declare health under them). */
@@ -109,6 +167,11 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
     return this._health;
   }
 
+  /** Holds every key it should, as far as anyone knows (see the class comment). */
+  get complete(): boolean {
+    return this._complete;
+  }
+
   private setHealth(h: ServerHealth): void {
     if (h === this._health) return;
     this._health = h;
@@ -129,15 +192,15 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
       void this.writer.identity().then(
         (id) => {
           if (this._health !== 'healthy') return;
-          if (this.identity && (id.pid !== this.identity.pid || Math.abs(id.startedAt - this.identity.startedAt) > 2)) {
-            this.goDown('restarted since it was last seen', true);
+          if (this.identity && isRestart(this.identity, id)) {
+            this.goDown('restarted since it was last seen', 'memcached server restarted: keeping its ops until it is warmed');
           } else {
             this.identity ??= id;
             this.watch();
           }
         },
         (err: unknown) => {
-          if (this._health === 'healthy') this.goDown(errorMessage(err), true);
+          if (this._health === 'healthy') this.goDown(errorMessage(err));
         },
       );
     }, this.opts.checkIntervalMs);
@@ -145,7 +208,12 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
   }
 
   private async save(): Promise<void> {
-    await this.opts.store.save(this.address, { health: this._health, mustFlush: this.mustFlush, ...(this.identity ? { identity: this.identity } : {}) });
+    await this.opts.store.save(this.address, {
+      health: this._health,
+      mustFlush: this.mustFlush,
+      ...(this.identity ? { identity: this.identity } : {}),
+      ...(this._complete ? {} : { complete: false }),
+    });
   }
 
   /**
@@ -155,18 +223,25 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
   async start(saved: SavedServerState | undefined): Promise<void> {
     this.identity = saved?.identity;
     this.mustFlush = saved?.mustFlush ?? false;
+    this._complete = saved?.complete ?? true;
     const missed = await this.opts.missed.count();
     if (this.mustFlush || missed > 0 || (saved && saved.health !== 'healthy')) {
       this.opts.logger.warn({ server: this.address, missed, mustFlush: this.mustFlush }, 'server was not up to date when the previous worker stopped: recovering it first');
-      this.goDown('not up to date at start', false);
+      this.goDown('not up to date at start', 'memcached server not ready');
       return;
     }
     try {
-      this.identity = await this.writer.identity();
+      const id = await this.writer.identity();
+      if (this.identity && isRestart(this.identity, id)) {
+        // It restarted while no worker watched it: empty. Recovery sees the new identity and warms it.
+        this.goDown('restarted while no worker was running', 'memcached server restarted while no worker was running: warming it before use');
+        return;
+      }
+      this.identity = id;
       await this.save();
       this.watch();
     } catch (err) {
-      this.goDown(errorMessage(err), false);
+      this.goDown(errorMessage(err), 'memcached server not ready');
     }
   }
 
@@ -203,7 +278,7 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
       if (failed.length > 0) {
         // Kept durably before the job can complete without this server.
         await this.keep(failed);
-        this.goDown(lastError, true);
+        this.goDown(lastError);
       }
       pending = again;
     }
@@ -225,17 +300,25 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
     }
   }
 
-  private goDown(reason: string, wasHealthy: boolean): void {
-    if (this._health === 'healthy') {
-      this.opts.logger.warn({ server: this.address, reason }, wasHealthy ? 'memcached server down: keeping its ops until it returns' : 'memcached server not ready');
-    }
+  /**
+   * A healthy but incomplete server is warmed again from a complete peer that is healthy now
+   * (the worker calls this when one becomes healthy). Ops arriving meanwhile are kept and
+   * replayed after the copy, as in any recovery.
+   */
+  rewarm(): void {
+    if (this._health !== 'healthy' || this._complete || this.opts.signal.aborted) return;
+    this.needsWarm = true;
+    this.goDown('a complete peer is healthy', 'server is missing keys: warming it again from a peer that holds them all');
+  }
+
+  private goDown(reason: string, message = 'memcached server down: keeping its ops until it returns'): void {
+    if (this._health === 'healthy') this.opts.logger.warn({ server: this.address, reason }, message);
     this.setHealth('down');
     this.recovery ??= this.recover().finally(() => (this.recovery = undefined));
   }
 
   private async recover(): Promise<void> {
     const signal = this.opts.signal;
-    let needsWarm = false;
     let restarted = false;
     try {
       for (;;) {
@@ -250,8 +333,9 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
           }
         }
         this.setHealth('recovering');
-        if (this.identity !== undefined && (id.pid !== this.identity.pid || Math.abs(id.startedAt - this.identity.startedAt) > 2)) {
-          restarted = needsWarm = true;
+        if (this.identity !== undefined && isRestart(this.identity, id)) {
+          restarted = this.needsWarm = true;
+          this._complete = false;
           this.stats.restarts++;
           this.opts.logger.warn({ server: this.address, was: this.identity, now: id }, 'memcached server restarted (it is empty)');
         }
@@ -262,15 +346,32 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
             await this.writer.flushAll();
             this.stats.flushes++;
             this.mustFlush = false;
-            needsWarm = true;
+            this.needsWarm = true;
+            this._complete = false;
             await this.save();
             this.opts.logger.warn({ server: this.address }, 'server flushed: it could hold values that later ops replaced');
           }
-          if (needsWarm) {
+          if (this.needsWarm) {
             // Empty: copy a healthy peer's keys first; what it missed is replayed after, and wins.
-            if (this.opts.warm && (await this.opts.warm(this))) this.stats.warms++;
-            else this.opts.logger.warn({ server: this.address }, 'no healthy peer to warm from: the server starts empty');
-            needsWarm = false;
+            const waitMs = this.opts.warmWaitMs ?? 0;
+            const since = (this.warmWaitSince ??= Date.now());
+            const result = this.opts.warm ? await this.opts.warm(this, Date.now() - since < waitMs) : 'none';
+            if (result === 'wait') {
+              if (!this.warnedWait) {
+                this.warnedWait = true;
+                this.opts.logger.warn({ server: this.address, waitMs }, 'no healthy peer to warm from, but one that holds every key is down: waiting for it');
+              }
+              await sleep(this.opts.probeIntervalMs, signal);
+              continue;
+            }
+            this.warmWaitSince = undefined;
+            this.warnedWait = false;
+            if (result === 'none') this.opts.logger.warn({ server: this.address }, 'no healthy peer to warm from: the server starts empty and is warmed once a complete peer is healthy');
+            else this.stats.warms++;
+            if (result === 'partial') this.opts.logger.warn({ server: this.address }, 'warmed from a peer that is missing keys itself: warmed again once a complete peer is healthy');
+            this._complete = result === 'complete';
+            this.needsWarm = false;
+            await this.save();
           } else {
             // Same process back: let anything it still had from before the failure land first.
             await sleep(this.opts.settleMs, signal);
@@ -287,7 +388,7 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
           this.emit('health', 'healthy');
           this.watch();
           await this.save();
-          this.opts.logger.info({ server: this.address, restarted }, 'memcached server healthy again');
+          this.opts.logger.info({ server: this.address, restarted, complete: this._complete }, 'memcached server healthy again');
           return;
         }
         this.setHealth('down');

@@ -87,6 +87,40 @@ describe('a memcached server that is down', () => {
     assert.ok(await onServer(m.address, during, 'd'), 'and the warm did not undo the newer write');
   });
 
+  test('a server restarted empty while its only peer hangs waits for that peer and warms from it; the peer restarting later is warmed back', async () => {
+    // The chaos run's sequence: with the whole data center paused, one server is killed and
+    // restarted empty; the data center resumes; later the other server is killed too. The keys
+    // must survive on one of them at every step.
+    const a = await PrivateMemcached.create();
+    const b = await PrivateMemcached.create();
+    cleanup.push(() => a.stop(), () => b.stop());
+    await a.start();
+    await b.start();
+    // Restarts are noticed within 4 probe intervals, so well within the 1.5 s b hangs below.
+    const env = await envWith([a, b], { 'memcached.timeoutMs': 300, 'worker.probeIntervalMs': 100 });
+    await env.startPipeline();
+    const before = Array.from({ length: 50 }, () => env.key('before'));
+    for (const k of before) await env.sql.query('CALL set_key(1, ?, ?, 0)', [k, `v-${k}`]);
+    const allOn = async (address: string) => {
+      for (const k of before) if (!(await onServer(address, k, `v-${k}`))) return false;
+      return true;
+    };
+    await waitFor(async () => (await allOn(a.address)) && (await allOn(b.address)), { message: 'all on both servers' });
+    b.pause();
+    await a.stop();
+    await a.start(); // empty, while b hangs
+    const during = env.key('during');
+    await env.sql.query('CALL set_key(1, ?, ?, 0)', [during, 'd']);
+    await new Promise((r) => setTimeout(r, 1_500)); // a is back and noticed; b still hangs
+    b.resume();
+    await waitFor(() => allOn(a.address), { timeoutMs: 10_000, message: 'the keys written before the restart, warmed from b once b answers' });
+    await waitFor(() => onServer(a.address, during, 'd'), { timeoutMs: 10_000, message: 'and the op written meanwhile' });
+    await b.stop();
+    await b.start(); // now b is empty: only a holds the keys
+    await waitFor(() => allOn(b.address), { timeoutMs: 10_000, message: 'b warmed from a' });
+    assert.ok(await onServer(b.address, during, 'd'));
+  });
+
   test('more missed ops than the bound: the server is flushed and warmed on return, so no old value survives', async () => {
     const m = await PrivateMemcached.create();
     cleanup.push(() => m.stop());

@@ -47,6 +47,21 @@ describe('envPath', () => {
 });
 
 describe('loadConfig: reading a file', () => {
+  test('the shipped example configs are valid', () => {
+    const dir = path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', '..', 'config');
+    const files = fs.readdirSync(dir).filter((n) => n.endsWith('.yaml'));
+    assert.ok(files.includes('mcrepl.example.yaml'));
+    for (const f of files) {
+      try {
+        loadConfig({ file: path.join(dir, f), env: {} });
+      } catch (err) {
+        // The secrets they point at exist only where they are deployed (a container, the local stack).
+        const problems = err instanceof ConfigError ? err.problems.filter((p) => !/passwordFile: cannot read /.test(p)) : [String(err)];
+        assert.deepEqual(problems, [], `config/${f}`);
+      }
+    }
+  });
+
   test('a minimal YAML file gets every default', () => {
     const file = writeConfig(MINIMAL);
     const { config, file: used } = loadConfig({ file, env: {} });

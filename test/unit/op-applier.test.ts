@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
-import { setImmediate as nextTurn } from 'node:timers/promises';
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import type { DeleteOp, SetOp } from '../../src/fanout/op.js';
 import { silentLogger, type Logger } from '../../src/observability/logger.js';
@@ -8,7 +8,7 @@ import type { MemcachedWriter, ServerIdentity, WriteOp, WriteOutcome } from '../
 import { OpApplier, coalesce, toWrite } from '../../src/sink/op-applier.js';
 import { ReplicateRoute, createRoute } from '../../src/sink/routing.js';
 import { MemoryMissedOpStore } from '../../src/sink/missed-ops.js';
-import { ServerChannel, type ChannelOptions, type Refusal, type SavedServerState } from '../../src/sink/server-channel.js';
+import { ServerChannel, chooseWarmSource, linkPeers, type ChannelOptions, type Refusal, type SavedServerState } from '../../src/sink/server-channel.js';
 
 const NOW = 1_700_000_000;
 
@@ -81,6 +81,8 @@ interface Setup {
   saved: Map<string, SavedServerState[]>;
   /** Targets warmed. */
   warmed: string[];
+  /** Each warm as `target<-peer`. */
+  sources: string[];
   controller: AbortController;
 }
 
@@ -90,6 +92,7 @@ async function setup(writers: FakeWriter[], over: Partial<ChannelOptions> & { mi
   controllers.push(controller);
   const saved = new Map<string, SavedServerState[]>();
   const warmed: string[] = [];
+  const sources: string[] = [];
   const missed = writers.map(() => new MemoryMissedOpStore(over.missedMaxKeys));
   const channels = writers.map(
     (w, i) =>
@@ -102,18 +105,24 @@ async function setup(writers: FakeWriter[], over: Partial<ChannelOptions> & { mi
         probeIntervalMs: 1,
         checkIntervalMs: 60_000,
         settleMs: 0,
-        warm: async (target) => {
+        // As the worker does: the peer chooseWarmSource picks (the copy itself is not modelled).
+        warm: async (target, mayWait) => {
+          const source = chooseWarmSource(target, channels, mayWait);
+          if (source === 'wait' || source === 'none') return source;
           warmed.push(target.address);
+          sources.push(`${target.address}<-${source.address}`);
           (target.writer as FakeWriter).log.push('WARM');
-          return true;
+          return source.complete ? 'complete' : 'partial';
         },
         now: () => NOW,
         ...over,
       }),
   );
+  const rewarmIncomplete = linkPeers(channels);
   for (const c of channels) await c.start(previous[c.address]);
+  rewarmIncomplete();
   const applier = new OpApplier(channels, new ReplicateRoute(channels.length), { logger: silentLogger, signal: controller.signal });
-  return { channels, missed, applier, refusals, saved, warmed, controller };
+  return { channels, missed, applier, refusals, saved, warmed, sources, controller };
 }
 
 /** Yields to the event loop until `cond` holds (no fixed sleep); gives up after a second. */
@@ -288,6 +297,123 @@ describe('OpApplier and server channels', () => {
     await channels[0]!.whenHealthy();
     // Flushed (so no older value survives), warmed, then only what came after the overflow.
     assert.deepEqual(bad.log.slice(3), ['FLUSH', 'WARM', 'set e=1@0']);
+  });
+
+  /** A writer whose writes fail (as a down server's) until `script` is changed. */
+  const failing = (address: string) => new FakeWriter(address, (ops) => ops.map(() => TRANSIENT));
+  const healthyAgain = (w: FakeWriter) => {
+    w.script = (ops) => ops.map(() => OK);
+    w.up = true;
+  };
+
+  test('a restarted server whose only peer is down waits for that peer (it may hold every key), then warms from it', { timeout: 2_000 }, async () => {
+    const a = failing('a:1');
+    const b = failing('b:1');
+    const { applier, channels, sources } = await setup([a, b], { warmWaitMs: 60_000 });
+    a.script = (ops) => ops.map(() => OK);
+    b.up = false;
+    await applier.apply([set('k', '1')]); // b is down; a took it
+    a.script = (ops) => ops.map(() => TRANSIENT);
+    a.up = false;
+    const pending = applier.apply([set('k', '2')]); // both down: the job waits
+    await until(() => channels[0]!.health !== 'healthy');
+    // a comes back restarted (empty) while b is still down.
+    a.id = { pid: 200, startedAt: 5_000 };
+    healthyAgain(a);
+    await until(() => channels[0]!.health === 'recovering');
+    await sleep(20);
+    assert.equal(channels[0]!.health, 'recovering', 'not healthy while it has nothing to copy from');
+    assert.deepEqual(sources, []);
+    healthyAgain(b);
+    await pending;
+    await channels[0]!.whenHealthy();
+    assert.deepEqual(sources, ['a:1<-b:1'], 'warmed from b once b is back');
+    assert.equal(channels[0]!.complete, true);
+    assert.equal(channels[1]!.complete, true, 'b only paused: it kept its keys');
+  });
+
+  test('after warmWaitMs a restarted server starts empty, and is warmed again once a complete peer is healthy', { timeout: 2_000 }, async () => {
+    const a = failing('a:1');
+    const b = failing('b:1');
+    const { applier, channels, sources, saved } = await setup([a, b], { warmWaitMs: 0 });
+    a.up = b.up = false;
+    const pending = applier.apply([set('k', '1')]);
+    await until(() => channels.every((c) => c.health !== 'healthy'));
+    a.id = { pid: 200, startedAt: 5_000 };
+    healthyAgain(a);
+    await pending;
+    await channels[0]!.whenHealthy();
+    assert.equal(channels[0]!.complete, false, 'empty: nothing to copy from');
+    await until(() => saved.get('a:1')!.at(-1)!.complete === false);
+    assert.equal(saved.get('a:1')!.at(-1)!.health, 'healthy');
+    assert.deepEqual(sources, []);
+    healthyAgain(b);
+    await until(() => sources.length === 1 && channels[0]!.health === 'healthy');
+    assert.deepEqual(sources, ['a:1<-b:1'], 'warmed again from b when b was healthy');
+    assert.equal(channels[0]!.complete, true);
+    await until(() => saved.get('a:1')!.at(-1)!.complete === undefined);
+    assert.deepEqual(a.log, ['set k=1@0', 'set k=1@0', 'WARM'], 'the failed write, its replay when it started empty, the later copy');
+  });
+
+  test('one server restarts while its peer is down, then the peer restarts: the keys survive on one of them', { timeout: 2_000 }, async () => {
+    // What the chaos run found: a starts empty while b is paused; later b restarts and is warmed
+    // from a. a must have waited for (or been warmed again from) b, or both end up empty.
+    const a = failing('a:1');
+    const b = failing('b:1');
+    const { applier, channels, sources } = await setup([a, b], { warmWaitMs: 60_000 });
+    a.up = b.up = false;
+    const pending = applier.apply([set('k', '1')]);
+    await until(() => channels.every((c) => c.health !== 'healthy'));
+    a.id = { pid: 200, startedAt: 5_000 };
+    healthyAgain(a);
+    await sleep(10);
+    healthyAgain(b);
+    await pending;
+    await channels[0]!.whenHealthy();
+    await channels[1]!.whenHealthy();
+    b.script = (ops) => ops.map(() => TRANSIENT);
+    b.up = false;
+    await applier.apply([set('k', '2')]);
+    b.id = { pid: 300, startedAt: 6_000 };
+    healthyAgain(b);
+    await until(() => sources.length === 2 && channels[1]!.health === 'healthy');
+    assert.deepEqual(sources, ['a:1<-b:1', 'b:1<-a:1']);
+    assert.ok(channels.every((c) => c.complete), 'each was warmed from a complete peer');
+  });
+
+  test('two servers that both restarted do not wait for each other: both start (incomplete)', { timeout: 2_000 }, async () => {
+    const a = failing('a:1');
+    const b = failing('b:1');
+    const { applier, channels } = await setup([a, b], { warmWaitMs: 60_000 });
+    a.up = b.up = false;
+    const pending = applier.apply([set('k', '1')]);
+    await until(() => channels.every((c) => c.health !== 'healthy'));
+    a.id = { pid: 200, startedAt: 5_000 };
+    b.id = { pid: 300, startedAt: 6_000 };
+    healthyAgain(a);
+    healthyAgain(b);
+    await pending;
+    await channels[0]!.whenHealthy();
+    await channels[1]!.whenHealthy();
+    assert.deepEqual(channels.map((c) => c.complete), [false, false], 'no peer held the keys');
+  });
+
+  test('a server that restarted while no worker ran (its identity differs from the saved one) is warmed before use', { timeout: 2_000 }, async () => {
+    const w = new FakeWriter('m1:1');
+    const { applier, channels, sources } = await setup([w, new FakeWriter('m2:1')], {}, { 'm1:1': { health: 'healthy', mustFlush: false, identity: { pid: 1, startedAt: 1 } } });
+    await applier.apply([set('a', '1')]);
+    await channels[0]!.whenHealthy();
+    assert.deepEqual(sources, ['m1:1<-m2:1']);
+    assert.deepEqual(w.log, ['WARM', 'set a=1@0']);
+    assert.equal(channels[0]!.stats.restarts, 1);
+  });
+
+  test('a server a previous worker left incomplete is warmed at start from a complete healthy peer', { timeout: 2_000 }, async () => {
+    const w = new FakeWriter('m1:1');
+    const { channels, sources } = await setup([w, new FakeWriter('m2:1')], {}, { 'm1:1': { health: 'healthy', mustFlush: false, complete: false } });
+    await until(() => sources.length === 1 && channels[0]!.health === 'healthy');
+    assert.deepEqual(sources, ['m1:1<-m2:1']);
+    assert.equal(channels[0]!.complete, true);
   });
 
   test('a server a previous worker left needing a flush is flushed and warmed before its first write', { timeout: 2_000 }, async () => {

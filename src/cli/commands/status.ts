@@ -18,6 +18,8 @@ export interface ServerReport {
   /** What the last worker group recorded, when none is running now. */
   lastRecorded?: string;
   mustFlush: boolean;
+  /** False: it lost keys (restarted or flushed) and was not yet warmed from a peer that holds them all. */
+  complete: boolean;
   since?: string;
   /** Ops kept for it while it is down, and the Redis memory they take. */
   missedOps: number;
@@ -56,6 +58,7 @@ export async function collectStatus(ctx: Context): Promise<StatusReport> {
                 health: (worker && st?.health) || 'unknown',
                 ...(!worker && st?.health ? { lastRecorded: st.health } : {}),
                 mustFlush: st?.mustFlush ?? false,
+                complete: st?.complete ?? true,
                 ...(st?.since ? { since: st.since } : {}),
                 missedOps: await redis.hlen(missedKey),
                 missedBytes: Number((await redis.call('MEMORY', 'USAGE', missedKey)) ?? 0),
@@ -105,6 +108,7 @@ export async function status(ctx: Context, opts: { json?: boolean }): Promise<nu
         sv.health !== 'healthy' && sv.since ? `since ${sv.since}` : '',
         sv.missedOps ? `${sv.missedOps} missed ops kept (${formatBytes(sv.missedBytes)})` : '',
         sv.mustFlush ? 'will be flushed before use' : '',
+        sv.complete ? '' : 'missing keys (warmed again once a complete peer is healthy)',
       ].filter(Boolean);
       lines.push(`  ${sv.address.padEnd(24)}${sv.health}${extra.length ? `, ${extra.join(', ')}` : ''}`);
     }

@@ -251,7 +251,8 @@ type FaultKind = (typeof FAULT_KINDS)[number] | 'dc-outage';
 
 class Faults {
   readonly injected: FaultRecord[] = [];
-  private readonly stopped = new Set<number>();
+  /** Stopped pids, with how many suspensions hold each (a server stop inside a DC outage nests). */
+  private readonly stopped = new Map<number, number>();
 
   constructor(
     private readonly layout: StackLayout,
@@ -281,7 +282,7 @@ class Faults {
         await victim.kill('SIGKILL');
         this.record(kind, victim.name, `kill -9 of the ${active ? 'active' : 'first running'} tailer (pid ${pid}); the standby takes over`);
         await sleep(this.pause());
-        victim.start();
+        if (!this.halted) victim.start();
         return;
       }
       case 'workers': {
@@ -292,7 +293,7 @@ class Faults {
         const ms = this.pause();
         this.record(kind, dc, `kill -9 of the worker group, restarted after ${(ms / 1000).toFixed(1)} s`);
         await sleep(ms);
-        p.start();
+        if (!this.halted) p.start();
         return;
       }
       case 'redis': {
@@ -300,7 +301,7 @@ class Faults {
         const ms = this.pause();
         this.record(kind, `127.0.0.1:${this.layout.redis.port}`, `kill -9, restarted from its AOF after ${(ms / 1000).toFixed(1)} s`);
         await sleep(ms);
-        await startRedis(this.layout);
+        if (!this.halted) await startRedis(this.layout);
         return;
       }
       case 'mariadb': {
@@ -308,13 +309,13 @@ class Faults {
         const ms = this.pause();
         this.record(kind, `127.0.0.1:${this.layout.mariadb.port}`, `kill -9, restarted after ${(ms / 1000).toFixed(1)} s`);
         await sleep(ms);
-        await startMariadb(this.layout.mariadb);
+        if (!this.halted) await startMariadb(this.layout.mariadb);
         return;
       }
       case 'memcached-kill': {
         const m = this.layout.memcached[Math.floor(this.random() * this.layout.memcached.length)]!;
         await killMemcached(this.layout, m.name);
-        await restartMemcached(this.layout, m.name);
+        if (!this.halted) await restartMemcached(this.layout, m.name);
         this.record(kind, `${m.name} 127.0.0.1:${m.port}`, 'kill -9, restarted empty');
         return;
       }
@@ -337,17 +338,25 @@ class Faults {
     }
   }
 
-  /** SIGSTOP the servers for `ms`, then SIGCONT (a server restarted meanwhile is left alone). */
+  /**
+   * SIGSTOP the servers for `ms`, then SIGCONT (a server restarted meanwhile is left alone). A
+   * server another suspension still holds (a stop during its data center's outage) stays stopped
+   * until that one ends too.
+   */
   private async suspend(names: string[], ms: number): Promise<void> {
     const pids = names.map((n) => memcachedPid(this.layout, n)).filter((p): p is number => p !== undefined);
     for (const pid of pids) {
       process.kill(pid, 'SIGSTOP');
-      this.stopped.add(pid);
+      this.stopped.set(pid, (this.stopped.get(pid) ?? 0) + 1);
     }
     try {
       await sleep(ms);
     } finally {
-      for (const pid of pids) this.resume(pid);
+      for (const pid of pids) {
+        const holds = (this.stopped.get(pid) ?? 1) - 1;
+        if (holds > 0) this.stopped.set(pid, holds);
+        else this.resume(pid);
+      }
     }
   }
 
@@ -360,9 +369,12 @@ class Faults {
     this.stopped.delete(pid);
   }
 
+  /** Interrupted: faults in progress restart nothing any more. */
+  halted = false;
+
   /** Whatever happens, nothing stays stopped. */
   resumeAll(): void {
-    for (const pid of [...this.stopped]) this.resume(pid);
+    for (const pid of [...this.stopped.keys()]) this.resume(pid);
   }
 }
 
@@ -419,6 +431,17 @@ async function main(): Promise<number> {
   say(`seed ${seed.toString(16)}; duration ${opts.duration} s; private stack on ports ${opts.portBase}-${opts.portBase + 99} under ${path.relative(repoRoot, layout.dir)}`);
   const { started } = await up(layout);
   say(started.length ? `stack started: ${started.join(', ')}` : 'stack already running');
+  // Interrupted (Ctrl-C, or the test that runs it timing out): leave nothing running behind.
+  const stopStack = async () => {
+    if (!opts.keepStack && started.length > 0) await down(layout);
+  };
+  let onInterrupt = stopStack;
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      say(`${sig}: stopping the pipeline and the private stack`);
+      void onInterrupt().finally(() => process.exit(130));
+    });
+  }
 
   const runId = randomBytes(3).toString('hex');
   const logDir = path.join(layout.dir, 'logs', runId);
@@ -458,6 +481,13 @@ async function main(): Promise<number> {
   const tag = `chaos-${runId}`;
   const workload = new Workload(mysqlOpts('writer'), mysqlOpts('admin'), opts, tag, random);
   const faults = new Faults(layout, tailers, workers, configFile, config.memcached.timeoutMs, random);
+  onInterrupt = async () => {
+    faults.halted = true;
+    faults.resumeAll();
+    await workload.stop().catch(() => undefined);
+    await Promise.all(all.map((p) => p.kill('SIGKILL')));
+    await stopStack();
+  };
 
   let exitCode = 1;
   try {

@@ -13,7 +13,9 @@
  *              per queued op
  *   lag        commit → visible on every server, p50/p99/max, at steady source rates, read
  *              by a prober with a plain text-protocol client; per-key order watched meanwhile
- *              and every key checked against MySQL afterwards (the chaos run's checker)
+ *              and every key checked against MySQL afterwards (the chaos run's checker); then
+ *              the same probe with mcrepl stopped against bench/floor.ts (the binlog written
+ *              straight to memcached: the lag floor of this machine)
  *   flush      `mcrepl flush` of namespaces of --flush-keys keys, until gone from every server
  *
  * It prints a table and writes it to docs/BENCHMARKS.md (--out) with the date and the machine.
@@ -30,6 +32,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { Redis } from 'ioredis';
 import mysql, { type Connection, type RowDataPacket } from 'mysql2/promise';
 import { runNaive } from '../bench/naive.js';
+import { startFloor } from '../bench/floor.js';
 import { loadConfig } from '../src/config/load.js';
 import type { ResolvedConfig } from '../src/config/schema.js';
 import { redisOptions } from '../src/coordination/redis.js';
@@ -320,10 +323,18 @@ interface DrainResult {
   txnSeq: number;
 }
 
+/** A process whose CPU time is reported. */
+interface Measured {
+  name: string;
+  cpuSeconds: () => number;
+}
+
+const measured = (procs: Proc[]): Measured[] => procs.map((p) => ({ name: p.name.replace(/^drain-\w+-/, ''), cpuSeconds: () => p.usage()?.cpuSeconds ?? 0 }));
+
 /** CPU seconds used so far by the pipeline's processes, the stack's servers and this process (the load). */
-function cpuNow(procs: Proc[]): Map<string, number> {
+function cpuNow(procs: Measured[]): Map<string, number> {
   const m = new Map<string, number>();
-  for (const p of procs) m.set(p.name.replace(/^drain-\w+-/, ''), p.usage()?.cpuSeconds ?? 0);
+  for (const p of procs) m.set(p.name, p.cpuSeconds());
   for (const [name, cpu] of stackCpu()) {
     const key = name.startsWith('memcached') ? 'memcached ×4' : name;
     m.set(key, (m.get(key) ?? 0) + cpu);
@@ -476,7 +487,7 @@ function percentile(sorted: number[], p: number): number {
  * a prober: every 20 ms it sets a key of its own, and from the moment the CALL returns it reads
  * every server with a plain text-protocol client until all of them show the value.
  */
-async function lag(ctx: Ctx, target: number | 'max', seconds: number, loadKeys: (c: number) => string[]): Promise<LagResult> {
+async function lag(ctx: Ctx, tag: string, target: number | 'max', seconds: number, loadKeys: (c: number) => string[]): Promise<LagResult> {
   // A CALL takes a few ms once the machine is busy: enough connections that pacing, not
   // latency, sets the rate.
   const connections = target === 'max' ? 8 : Math.max(1, Math.ceil(target / 250));
@@ -511,7 +522,7 @@ async function lag(ctx: Ctx, target: number | 'max', seconds: number, loadKeys: 
   const prober = (async () => {
     for (let n = 0; Date.now() < end; n++) {
       const slot = performance.now() + probeInterval;
-      const key = `probe:${ctx.runId}:${String(target)}:${n}`;
+      const key = `probe:${ctx.runId}:${tag}:${String(target)}:${n}`;
       const value = `p${n}`;
       await probeConn.query('CALL set_key(?, ?, ?, 0)', [NS.lag, key, value]);
       calls++;
@@ -534,6 +545,69 @@ async function lag(ctx: Ctx, target: number | 'max', seconds: number, loadKeys: 
   for (const c of clients) c.close();
   lags.sort((a, b) => a - b);
   return { target, achieved, probes: lags.length, p50: percentile(lags, 50), p99: percentile(lags, 99), max: lags[lags.length - 1] ?? NaN, lost };
+}
+
+interface LagSeries {
+  rows: LagResult[];
+  cpuShares: Map<string, number>[];
+  regressions: number;
+  observations: number;
+  watched: number;
+}
+
+/**
+ * The lag probe at each of `--lag-rates`, with the per-key order watched on every server
+ * meanwhile (values carry a sequence) and the CPU share of `procs`, the servers and the load.
+ */
+async function lagSeries(ctx: Ctx, tag: string, procs: Measured[]): Promise<LagSeries> {
+  const series: LagSeries = { rows: [], cpuShares: [], regressions: 0, observations: 0, watched: 0 };
+  const watchKeys: string[] = [];
+  const loadKeys = (rateTag: string) => (c: number) => {
+    // The run's id in every key: the servers may still hold keys of an earlier run.
+    const keys = Array.from({ length: 500 }, (_, j) => `o:${ctx.runId}:${tag}:${rateTag}:${c}:${j}`);
+    if (watchKeys.length < 80) watchKeys.push(...keys.slice(0, 10));
+    return keys;
+  };
+  for (const r of ctx.opts.lagRates) {
+    say(`lag (${tag}): ${String(r)} rows/s for ${ctx.opts.lagSeconds} s`);
+    watchKeys.length = 0;
+    const keysFor = loadKeys(String(r));
+    for (let c = 0; c < 8; c++) keysFor(c);
+    const watcher = watchForRegressions(ctx.servers, watchKeys, (v) => Number(v.split(':')[0]), 10);
+    const cpu0 = cpuNow(procs);
+    const t0 = performance.now();
+    const res = await lag(ctx, tag, r, ctx.opts.lagSeconds, keysFor);
+    series.cpuShares.push(cpuShare(cpu0, cpuNow(procs), (performance.now() - t0) / 1000));
+    const w = await watcher.stop();
+    series.regressions += w.regressions.length;
+    for (const line of w.regressions.slice(0, 5)) say(`  ORDER REGRESSION ${line}`);
+    series.observations += w.observations;
+    series.watched = watchKeys.length;
+    say(`lag (${tag}) at ${String(r)}: ${fmt(res.achieved)} rows/s, p50 ${ms(res.p50)}, p99 ${ms(res.p99)}, max ${ms(res.max)} (${res.probes} probes)`);
+    series.rows.push(res);
+  }
+  return series;
+}
+
+/** The lag table and the CPU table of a series. */
+function lagTables(series: LagSeries): string[] {
+  const names = [...series.cpuShares[0]!.keys()];
+  return [
+    '| source rate | achieved | probes | p50 | p99 | max | not seen in 5 s |',
+    '|---|---:|---:|---:|---:|---:|---:|',
+    ...series.rows.map((r) => `| ${r.target === 'max' ? 'max (8 connections)' : `${fmt(r.target)} rows/s`} | ${fmt(r.achieved)} rows/s | ${r.probes} | ${ms(r.p50)} | ${ms(r.p99)} | ${ms(r.max)} | ${r.lost} |`),
+    '',
+    `Where the CPU went at each rate (share of one core, averaged over the run; the machine has ${os.cpus().length}):`,
+    '',
+    `| source rate | ${names.join(' | ')} | total |`,
+    `|---|${names.map(() => '---:|').join('')}---:|`,
+    ...series.rows.map((r, i) => {
+      const share = series.cpuShares[i]!;
+      const total = [...share.values()].reduce((a, b) => a + b, 0);
+      return `| ${r.target === 'max' ? 'max' : fmt(r.target)} | ${[...share.values()].map((v) => `${fmt(v * 100)} %`).join(' | ')} | ${fmt(total * 100)} % |`;
+    }),
+    '',
+  ];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -712,6 +786,7 @@ async function main(): Promise<number> {
     }
 
     let lagPipe: { file: string; keys: RedisKeys; procs: Proc[] } | undefined;
+    let lagResults: LagSeries | undefined;
     if (want('drain') || want('lag') || want('flush')) {
       const drains: DrainResult[] = [];
       // The default writer (meta) drains last: its pipeline stays up for the lag and flush sections.
@@ -774,61 +849,21 @@ async function main(): Promise<number> {
     }
 
     if (want('lag') && lagPipe) {
-      const rows: LagResult[] = [];
-      const watchKeys: string[] = [];
-      const loadKeys = (rateTag: string) => (c: number) => {
-        // The run's id in every key: the servers may still hold keys of an earlier run.
-        const keys = Array.from({ length: 500 }, (_, j) => `o:${ctx.runId}:${rateTag}:${c}:${j}`);
-        if (watchKeys.length < 80) watchKeys.push(...keys.slice(0, 10));
-        return keys;
-      };
-      let regressions = 0;
-      let observations = 0;
-      const cpuShares: Map<string, number>[] = [];
-      for (const r of opts.lagRates) {
-        say(`lag: ${String(r)} rows/s for ${opts.lagSeconds} s`);
-        // Per-key order, watched on every server while the load runs (values carry a sequence).
-        watchKeys.length = 0;
-        const keysFor = loadKeys(String(r));
-        for (let c = 0; c < 8; c++) keysFor(c);
-        const watcher = watchForRegressions(ctx.servers, watchKeys, (v) => Number(v.split(':')[0]), 10);
-        const cpu0 = cpuNow(lagPipe.procs);
-        const t0 = performance.now();
-        const res = await lag(ctx, r, opts.lagSeconds, keysFor);
-        cpuShares.push(cpuShare(cpu0, cpuNow(lagPipe.procs), (performance.now() - t0) / 1000));
-        const w = await watcher.stop();
-        regressions += w.regressions.length;
-        for (const line of w.regressions.slice(0, 5)) say(`  ORDER REGRESSION ${line}`);
-        observations += w.observations;
-        say(`lag at ${String(r)}: ${fmt(res.achieved)} rows/s, p50 ${ms(res.p50)}, p99 ${ms(res.p99)}, max ${ms(res.max)} (${res.probes} probes)`);
-        rows.push(res);
-      }
+      const series = await lagSeries(ctx, 'mcrepl', measured(lagPipe.procs));
       const checked = await check(ctx.admin, ctx.servers, [], { nsId: NS.lag });
       out.push(
         '## Live lag: commit → visible on every server of every data center',
         '',
         `A steady load of \`CALL set_key\` for ${opts.lagSeconds} s per rate; a prober sets a key of its own every 20 ms and, from the moment its CALL returns, reads all ${ctx.servers.length} servers with a plain text-protocol client until each shows the value (1 ms polling; the first second is warm-up).`,
         '',
-        '| source rate | achieved | probes | p50 | p99 | max | not seen in 5 s |',
-        '|---|---:|---:|---:|---:|---:|---:|',
-        ...rows.map((r) => `| ${r.target === 'max' ? 'max (8 connections)' : `${fmt(r.target)} rows/s`} | ${fmt(r.achieved)} rows/s | ${r.probes} | ${ms(r.p50)} | ${ms(r.p99)} | ${ms(r.max)} | ${r.lost} |`),
-        '',
-        `Where the CPU went at each rate (share of one core, averaged over the run; the machine has ${os.cpus().length}):`,
-        '',
-        `| source rate | ${[...cpuShares[0]!.keys()].join(' | ')} | total |`,
-        `|---|${[...cpuShares[0]!.keys()].map(() => '---:|').join('')}---:|`,
-        ...rows.map((r, i) => {
-          const share = cpuShares[i]!;
-          const total = [...share.values()].reduce((a, b) => a + b, 0);
-          return `| ${r.target === 'max' ? 'max' : fmt(r.target)} | ${[...share.values()].map((v) => `${fmt(v * 100)} %`).join(' | ')} | ${fmt(total * 100)} % |`;
-        }),
-        '',
-        `Per-key order under this load: ${fmt(observations)} reads of ${watchKeys.length} keys on every server, ${regressions} regressions. Afterwards the chaos run's checker compared ${fmt(checked.keysChecked)} keys × ${ctx.servers.length} servers with MySQL: ${checked.divergent.size} divergent.`,
+        ...lagTables(series),
+        `Per-key order under this load: ${fmt(series.observations)} reads of ${series.watched} keys on every server, ${series.regressions} regressions. Afterwards the chaos run's checker compared ${fmt(checked.keysChecked)} keys × ${ctx.servers.length} servers with MySQL: ${checked.divergent.size} divergent.`,
         '',
       );
-      const at2k = rows.find((r) => r.target === 2000);
+      lagResults = series;
+      const at2k = series.rows.find((r) => r.target === 2000);
       if (at2k) targets.push(['live lag p99 ≤ 20 ms at 2,000 rows/s', ms(at2k.p99), at2k.p99 <= 20]);
-      targets.push(['per-key order and the checker under load', `${regressions} regressions, ${checked.divergent.size} divergent keys`, regressions === 0 && checked.divergent.size === 0]);
+      targets.push(['per-key order and the checker under load', `${series.regressions} regressions, ${checked.divergent.size} divergent keys`, series.regressions === 0 && checked.divergent.size === 0]);
     }
 
     if (want('flush') && lagPipe) {
@@ -850,6 +885,31 @@ async function main(): Promise<number> {
       );
       const big = rows.find((r) => r.keys === 1_000_000);
       if (big) targets.push(['flush of a 1,000,000-key namespace ≤ 30 s', `${fmt(big.totalSeconds, 1)} s`, big.totalSeconds <= 30 && big.stillThere === 0]);
+    }
+
+    if (want('lag')) {
+      // The same probe against the least a binlog reader can do here (bench/floor.ts), with
+      // mcrepl stopped: what the machine itself costs in lag at these rates.
+      for (const c of cleanups.splice(0)) await c().catch(() => undefined);
+      say('lag floor: the binlog written straight to memcached (bench/floor.ts), mcrepl stopped');
+      const floor = await startFloor({ mysql: { ...mysqlFor(config.mysql, 'tailer'), serverId: config.mysql.serverId + 202 }, servers: ctx.servers, from: await currentBinlogPosition(installer) });
+      let series: LagSeries;
+      try {
+        series = await lagSeries(ctx, 'floor', [{ name: 'floor', cpuSeconds: () => cpuSecondsOf(floor.pid) }]);
+      } finally {
+        await floor.stop();
+      }
+      out.push(
+        '## Lag floor: the same probe, the binlog written straight to memcached',
+        '',
+        'What the machine itself costs: `bench/floor.ts` reads the binlog with the same listener and writes each transaction at once to every server (one pipelined connection each, no Redis, no jobs, no other process), under the same load and probe, with mcrepl stopped. mcrepl adds to it the Redis queues and the hand-over to one worker process per data center.',
+        '',
+        ...lagTables(series),
+      );
+      for (const r of series.rows) {
+        const ours = lagResults?.rows.find((x) => x.target === r.target);
+        if (ours) say(`lag at ${String(r.target)}: mcrepl p99 ${ms(ours.p99)}, floor p99 ${ms(r.p99)}`);
+      }
     }
   } finally {
     for (const c of cleanups) await c().catch(() => undefined);

@@ -119,8 +119,11 @@ export const tailerSchema = z.strictObject({
   batchMaxOps: positiveInt.default(5_000),
   /** ...or this many bytes of keys and values... */
   batchMaxBytes: positiveInt.default(8 * 1024 * 1024),
-  /** ...or when the binlog has been quiet for this long (ms). */
-  lingerMs: nonNegativeInt.default(1),
+  /**
+   * ...or this long after the previous batch (ms): while ops keep coming, at most one batch per
+   * lingerMs (fewer, bigger jobs); the first op after a quiet spell goes out at once.
+   */
+  lingerMs: nonNegativeInt.default(5),
   /** Pause reading the binlog while this many bytes of ops wait to be enqueued. */
   maxPendingBytes: positiveInt.default(8 * 1024 * 1024),
   /** Save the checkpoint at least this often while only other tables' transactions pass (ms). */
@@ -169,9 +172,12 @@ export const configSchema = z
     redis: redisSchema.prefault({}),
     /**
      * Ops are spread over this many queues per data center by hash(key); each queue is
-     * consumed in order by one consumer. Change it only while every queue is empty.
+     * consumed in order by one consumer. Change it only while every queue is empty. More than
+     * one only overlaps one job's round trips with another's (a data center's worker group is
+     * one process): each partition splits a batch into one more job, so at live rates more
+     * partitions mean more, smaller jobs and more lag (docs/decisions/0015).
      */
-    partitions: z.coerce.number().int().min(1).max(1024).default(16),
+    partitions: z.coerce.number().int().min(1).max(1024).default(1),
     datacenters: z.record(datacenterName, datacenterSchema).refine((d) => Object.keys(d).length > 0, {
       message: 'at least one data center is required',
     }),

@@ -96,6 +96,8 @@ export class Tailer extends EventEmitter<TailerEvents> {
   private lingerTimer: NodeJS.Timeout | undefined;
   private checkpointTimer: NodeJS.Timeout | undefined;
   private lastSaveAt = 0;
+  /** When the last batch of ops was taken to be enqueued (performance.now()). */
+  private lastFlushAt = -Infinity;
   readonly stats: TailerStats = { transactions: 0, pauses: 0, ops: 0, jobs: 0, deadLetters: 0, batches: 0 };
   private fatalError: Error | undefined;
 
@@ -256,10 +258,12 @@ export class Tailer extends EventEmitter<TailerEvents> {
     if (this.flushing) return; // the running flush picks the batch up when it finishes
     const b = this.batch;
     const cfg = this.config.tailer;
-    if (b.opCount >= cfg.batchMaxOps || b.bytes >= cfg.batchMaxBytes) {
-      this.flushNow();
-    } else if (b.opCount > 0 || b.deadLetters.length > 0) {
-      this.lingerTimer ??= setTimeout(() => this.flushNow(), cfg.lingerMs);
+    if (b.opCount > 0 || b.deadLetters.length > 0) {
+      // At most one batch per lingerMs while ops keep coming (fewer, bigger jobs); the first
+      // op after a quiet spell goes out at once.
+      const wait = this.lastFlushAt + cfg.lingerMs - performance.now();
+      if (wait <= 0 || b.opCount >= cfg.batchMaxOps || b.bytes >= cfg.batchMaxBytes) this.flushNow();
+      else this.lingerTimer ??= setTimeout(() => this.flushNow(), wait);
     } else if (b.transactions > 0) {
       // Only other tables' commits: move the checkpoint now and then, not on every commit.
       this.checkpointTimer ??= setTimeout(() => this.flushNow(), Math.max(0, this.lastSaveAt + cfg.checkpointIntervalMs - Date.now()));
@@ -282,6 +286,7 @@ export class Tailer extends EventEmitter<TailerEvents> {
       const b = this.batch;
       if (b.isEmpty || this.fatalError) return;
       this.batch = new Batch(this.config.partitions, this.txnSeq);
+      if (b.opCount > 0 || b.deadLetters.length > 0) this.lastFlushAt = performance.now();
       this.inFlightBytes += b.bytes;
       try {
         if (b.opCount > 0) {
@@ -310,9 +315,15 @@ export class Tailer extends EventEmitter<TailerEvents> {
       if (this.listener.isPaused && this.inFlightBytes + this.batch.bytes < this.config.tailer.maxPendingBytes / 2) {
         this.listener.resume();
       }
-      // Ops that arrived meanwhile go out at once: under load this is what makes batches big.
-      // Other tables' commits alone wait for the checkpoint timer.
-      if (this.batch.opCount === 0 && this.batch.deadLetters.length === 0 && this.life.state === 'running') return;
+      // Ops that arrived meanwhile go out at once if lingerMs has passed since this batch was
+      // taken (under load, what makes batches big), else when it has (scheduleFlush, called
+      // when this loop ends). Other tables' commits alone wait for the checkpoint timer.
+      if (this.life.state === 'running') {
+        const next = this.batch;
+        if (next.opCount === 0 && next.deadLetters.length === 0) return;
+        const due = performance.now() - this.lastFlushAt >= this.config.tailer.lingerMs || next.opCount >= this.config.tailer.batchMaxOps || next.bytes >= this.config.tailer.batchMaxBytes;
+        if (!due) return;
+      }
     }
   }
 

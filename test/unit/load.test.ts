@@ -75,7 +75,7 @@ describe('loadConfig: reading a file', () => {
     assert.equal(config.redis.port, 6379);
     assert.equal(config.redis.prefix, 'mcrepl');
     assert.equal(config.redis.tls, false);
-    assert.equal(config.partitions, 16);
+    assert.equal(config.partitions, 1);
     assert.equal(config.memcached.maxItemBytes, 1_048_576);
     assert.equal(config.tailer.batchMaxOps, 5_000);
     assert.equal(config.worker.probeIntervalMs, 500);
@@ -141,7 +141,7 @@ datacenters:
     const before = process.env.MCREPL_PARTITIONS;
     process.env.MCREPL_PARTITIONS = '99999';
     try {
-      assert.equal(loadConfig({ file, env: {} }).config.partitions, 16);
+      assert.equal(loadConfig({ file, env: {} }).config.partitions, 1);
     } finally {
       if (before === undefined) delete process.env.MCREPL_PARTITIONS;
       else process.env.MCREPL_PARTITIONS = before;
@@ -247,7 +247,7 @@ describe('loadConfig: environment overrides', () => {
 
   test('variables without the MCREPL_ prefix are ignored', () => {
     const file = writeConfig(MINIMAL);
-    assert.equal(loadConfig({ file, env: { PARTITIONS: 'nonsense', MYSQL__PORT: 'x', HOME: '/root' } }).config.partitions, 16);
+    assert.equal(loadConfig({ file, env: { PARTITIONS: 'nonsense', MYSQL__PORT: 'x', HOME: '/root' } }).config.partitions, 1);
   });
 
   test('overrides (command line) are applied last and named as such', () => {

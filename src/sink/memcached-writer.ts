@@ -61,6 +61,13 @@ interface MemjsServerInternals {
   error(err: Error): void;
 }
 
+/**
+ * Requests in flight per server at a time. memjs keeps a timer and a callback per request: a
+ * whole job (thousands of ops) at once made a worker's heap and GC pauses grow until it missed
+ * its lease renewals during a drain.
+ */
+const MEMJS_WINDOW = 500;
+
 export class MemjsWriter implements MemcachedWriter {
   private readonly client: memjs.Client;
   private readonly timeoutMs: number;
@@ -83,8 +90,15 @@ export class MemjsWriter implements MemcachedWriter {
   }
 
   async write(ops: readonly WriteOp[]): Promise<WriteOutcome[]> {
-    // All requests go out at once on the server's connection (pipelined); replies come back
-    // in order.
+    if (ops.length <= MEMJS_WINDOW) return this.writeWindow(ops);
+    const out: WriteOutcome[] = [];
+    for (let i = 0; i < ops.length; i += MEMJS_WINDOW) out.push(...(await this.writeWindow(ops.slice(i, i + MEMJS_WINDOW))));
+    return out;
+  }
+
+  private async writeWindow(ops: readonly WriteOp[]): Promise<WriteOutcome[]> {
+    // The window's requests go out at once on the server's connection (pipelined); replies
+    // come back in order.
     const pending = ops.map((op) =>
       op.kind === 'set' ? this.client.set(op.key as unknown as string, op.value, { expires: op.exptime }) : this.client.delete(op.key as unknown as string),
     );

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { mcrepl, secretsOf, writeConfigFile } from '../helpers/cli.js';
 import { createTestEnv, type TestEnv } from '../helpers/env.js';
+import { RedisKeys } from '../../src/fanout/redis-keys.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 let env: TestEnv;
@@ -67,6 +68,9 @@ describe('status', () => {
     await env.sql.query("INSERT INTO mc_storage (ns_id, mc_key, mc_value) VALUES (1, 'has space', 'x')");
     await env.sql.query('CALL set_key(1, ?, ?, 0)', [env.key('queued'), 'q']);
     await waitFor(async () => (await env.backlog()) > 0, { message: 'jobs queued' });
+    // What a worker group recorded about a server that lost its keys.
+    const lossy = env.config.datacenters.east!.servers[0]!;
+    await env.redis.hset(new RedisKeys(env.prefix).servers('east'), lossy, JSON.stringify({ health: 'healthy', mustFlush: false, complete: false, since: new Date().toISOString() }));
     const r = await mcrepl(['-c', configFile, 'status']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /checkpoint +gtid \d+-\d+-\d+, transaction #\d+, saved/);
@@ -75,6 +79,7 @@ describe('status', () => {
     // No worker group runs: what an earlier one recorded is not shown as the present state.
     assert.match(r.stdout, /\n  127\.0\.0\.1:\d+ +unknown/);
     assert.doesNotMatch(r.stdout, /\n  127\.0\.0\.1:\d+ +healthy/);
+    assert.ok(r.stdout.includes(`\n  ${lossy.padEnd(24)}unknown, last recorded healthy, missing keys (`), r.stdout);
     assert.match(r.stdout, /dead letters +1 \(latest first\):/);
     assert.match(r.stdout, /key has a space at byte 4/);
     const j = await mcrepl(['-c', configFile, 'status', '--json']);

@@ -108,7 +108,7 @@ export async function status(ctx: Context, opts: { json?: boolean }): Promise<nu
         sv.health !== 'healthy' && sv.since ? `since ${sv.since}` : '',
         sv.missedOps ? `${sv.missedOps} missed ops kept (${formatBytes(sv.missedBytes)})` : '',
         sv.mustFlush ? 'will be flushed before use' : '',
-        sv.complete ? '' : 'missing keys (warmed again once a complete peer is healthy)',
+        sv.complete ? '' : 'missing keys (it restarted or was flushed, and no peer holding them all has been healthy since)',
       ].filter(Boolean);
       lines.push(`  ${sv.address.padEnd(24)}${sv.health}${extra.length ? `, ${extra.join(', ')}` : ''}`);
     }

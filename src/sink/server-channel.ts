@@ -314,7 +314,23 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
   private goDown(reason: string, message = 'memcached server down: keeping its ops until it returns'): void {
     if (this._health === 'healthy') this.opts.logger.warn({ server: this.address, reason }, message);
     this.setHealth('down');
-    this.recovery ??= this.recover().finally(() => (this.recovery = undefined));
+    this.recoverSoon(0);
+  }
+
+  /**
+   * Runs the recovery loop unless it runs already. A loop that ends (healthy, or stopped by an
+   * error) while the server is not healthy, because it went down again between the loop's last
+   * check and its end (a write failed, or a rewarm was asked for, while its state was saved),
+   * is started again rather than leaving the server down with nothing to bring it back.
+   */
+  private recoverSoon(delayMs: number): void {
+    if (this.recovery || this.opts.signal.aborted) return;
+    this.recovery = (delayMs > 0 ? sleep(delayMs, this.opts.signal).then(() => this.recover()) : this.recover())
+      .catch(() => undefined) // aborted while waiting
+      .finally(() => {
+        this.recovery = undefined;
+        if (this._health !== 'healthy') this.recoverSoon(this.opts.probeIntervalMs);
+      });
   }
 
   private async recover(): Promise<void> {

@@ -381,6 +381,40 @@ describe('OpApplier and server channels', () => {
     assert.ok(channels.every((c) => c.complete), 'each was warmed from a complete peer');
   });
 
+  test('a rewarm asked for while the server finishes its recovery (saving its state) still happens', { timeout: 2_000 }, async () => {
+    // The recovery loop is still running (awaiting the save of its healthy state) when the
+    // complete peer comes back and asks for a rewarm: the loop must run again, not leave the
+    // server down with nothing to bring it back.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let held = false;
+    const a = failing('a:1');
+    const b = failing('b:1');
+    const store = {
+      save: async (address: string, st: SavedServerState) => {
+        if (address === 'a:1' && st.health === 'healthy' && st.complete === false && !held) {
+          held = true;
+          await gate;
+        }
+      },
+    };
+    const { applier, channels, sources } = await setup([a, b], { warmWaitMs: 0, store });
+    a.up = b.up = false;
+    const pending = applier.apply([set('k', '1')]);
+    await until(() => channels.every((c) => c.health !== 'healthy'));
+    a.id = { pid: 200, startedAt: 5_000 };
+    healthyAgain(a);
+    await until(() => held); // a is healthy (empty, incomplete), its recovery saving that
+    healthyAgain(b);
+    await until(() => channels[1]!.health === 'healthy');
+    assert.equal(channels[0]!.health, 'down', 'the rewarm took it out of service');
+    release();
+    await pending;
+    await until(() => sources.length === 1 && channels[0]!.health === 'healthy');
+    assert.deepEqual(sources, ['a:1<-b:1']);
+    assert.equal(channels[0]!.complete, true);
+  });
+
   test('two servers that both restarted do not wait for each other: both start (incomplete)', { timeout: 2_000 }, async () => {
     const a = failing('a:1');
     const b = failing('b:1');

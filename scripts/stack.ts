@@ -140,14 +140,18 @@ function readPid(file: string): number | undefined {
 /** A PID is ours only if it is alive and its command line carries our marker (port or path). */
 function ownedPid(file: string, marker: string): number | undefined {
   const pid = readPid(file);
-  if (pid === undefined) return undefined;
+  return pid !== undefined && isOurs(pid, marker) ? pid : undefined;
+}
+
+/** The process is alive (not a zombie) and its command line contains `marker`. */
+function isOurs(pid: number, marker: string): boolean {
   try {
     const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    if (/\) Z /.test(stat)) return undefined; // zombie
-    return cmdline.includes(marker) ? pid : undefined;
+    if (/\) Z /.test(stat)) return false; // zombie
+    return cmdline.includes(marker);
   } catch {
-    return undefined;
+    return false;
   }
 }
 
@@ -270,14 +274,15 @@ export async function startMariadb(inst: MariadbInstance, extraArgs: string[] = 
   ];
   if (asRoot()) args.push('--user=root');
   // mariadbd writes its own pid file; we also need it before the server gets that far.
-  spawnDetached('/usr/sbin/mariadbd', args, path.join(path.dirname(inst.pidFile), 'mysqld.stdout'), inst.pidFile);
+  const pid = spawnDetached('/usr/sbin/mariadbd', args, path.join(path.dirname(inst.pidFile), 'mysqld.stdout'), inst.pidFile);
   await waitUntil(`MariaDB on port ${inst.port}`, async () => {
     try {
       const c = await mysql.createConnection({ socketPath: inst.socket, user: 'root', password: '' });
       await c.end();
       return true;
     } catch {
-      if (ownedPid(inst.pidFile, inst.datadir) === undefined) throw new Error(`mariadbd exited; see ${inst.logFile}`);
+      // The process itself, not its pid file, which mariadbd rewrites while it starts.
+      if (!isOurs(pid, inst.datadir)) throw new Error(`mariadbd exited; see ${inst.logFile}`);
       return false;
     }
   }, 60_000, inst.logFile);

@@ -286,14 +286,15 @@ export class MetaWriter implements MemcachedWriter {
     let from = 0;
     let bytes = 0;
     for (let i = 0; i <= ops.length; i++) {
-      if (i === ops.length || (bytes > 0 && bytes + writeSize(ops[i]!) > MAX_BATCH_BYTES)) {
-        const slice = ops.slice(from, i);
+      const size = i < ops.length ? writeSize(ops[i]!) : 0;
+      if (i === ops.length || (bytes > 0 && bytes + size > MAX_BATCH_BYTES)) {
+        const slice = from === 0 && i === ops.length ? ops : ops.slice(from, i);
         // What gets no reply failed with the connection: worth retrying.
         parts.push(this.conn.batch(encodeWrites(slice), slice.length, writeReply(this.address), (err) => ({ ok: false, retriable: true, error: err.message })));
         from = i;
         bytes = 0;
       }
-      if (i < ops.length) bytes += writeSize(ops[i]!);
+      bytes += size;
     }
     return (await Promise.all(parts)).flat();
   }

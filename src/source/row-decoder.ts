@@ -68,7 +68,20 @@ function describeValue(v: unknown): string {
  * Why the row cannot be read as an mc_storage row at all (the table's schema was changed), or
  * undefined. Extra columns are fine: only the ones mcrepl reads matter.
  */
+/** The columns and their kinds, listed once (schemaProblem runs for every row). */
+const COLUMN_LIST = Object.entries(STORAGE_COLUMNS) as [keyof typeof STORAGE_COLUMNS, ColumnKind][];
+
 export function schemaProblem(row: Record<string, unknown>): string | undefined {
+  // The common case in one pass: every column present and of its kind.
+  let ok = true;
+  for (const [column, kind] of COLUMN_LIST) {
+    const v = row[column];
+    if (v === undefined || !fits(kind, v)) {
+      ok = false;
+      break;
+    }
+  }
+  if (ok) return undefined;
   const missing = Object.keys(STORAGE_COLUMNS).filter((c) => row[c] === undefined);
   if (missing.length > 0) {
     const s = missing.length > 1 ? 's' : '';

@@ -239,10 +239,10 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     let ops: Op[] = [];
     let payloadKey = '';
     let lastT: number | undefined;
+    const wm = this.watermarks.get(p);
     try {
       const job = readJob(data);
       epoch = job.epoch;
-      const wm = this.watermarks.get(p);
       if ('inline' in job) {
         ops = decodeJobOps(job.inline, job.count);
       } else {
@@ -265,7 +265,6 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
       this.stats.deadLetters++;
       return;
     }
-    const wm = this.watermarks.get(p);
     const fresh = wm && wm.epoch === epoch ? ops.filter((op) => op.t > wm.t) : ops;
     const writes = fresh.filter((op): op is WriteableOp => op.kind !== 'flush');
     const markers = fresh.filter((op): op is FlushMarkerOp => op.kind === 'flush');

@@ -64,30 +64,21 @@ function describeValue(v: unknown): string {
   return `a value of type ${(v as object | undefined)?.constructor?.name ?? typeof v}`;
 }
 
+/** The columns and their kinds, listed once (schemaProblem runs for every row). */
+const COLUMN_LIST = Object.entries(STORAGE_COLUMNS) as [keyof typeof STORAGE_COLUMNS, ColumnKind][];
+
 /**
  * Why the row cannot be read as an mc_storage row at all (the table's schema was changed), or
  * undefined. Extra columns are fine: only the ones mcrepl reads matter.
  */
-/** The columns and their kinds, listed once (schemaProblem runs for every row). */
-const COLUMN_LIST = Object.entries(STORAGE_COLUMNS) as [keyof typeof STORAGE_COLUMNS, ColumnKind][];
-
 export function schemaProblem(row: Record<string, unknown>): string | undefined {
-  // The common case in one pass: every column present and of its kind.
-  let ok = true;
-  for (const [column, kind] of COLUMN_LIST) {
-    const v = row[column];
-    if (v === undefined || !fits(kind, v)) {
-      ok = false;
-      break;
-    }
-  }
-  if (ok) return undefined;
-  const missing = Object.keys(STORAGE_COLUMNS).filter((c) => row[c] === undefined);
-  if (missing.length > 0) {
+  let missing: string[] | undefined;
+  for (const [column] of COLUMN_LIST) if (row[column] === undefined) (missing ??= []).push(column);
+  if (missing) {
     const s = missing.length > 1 ? 's' : '';
     return `mc_storage's schema changed: the row has no column${s} ${missing.join(', ')} (it has ${Object.keys(row).filter((c) => row[c] !== undefined).join(', ') || 'none'}); ${RESTORE}`;
   }
-  for (const [column, kind] of Object.entries(STORAGE_COLUMNS)) {
+  for (const [column, kind] of COLUMN_LIST) {
     const v = row[column];
     if (!fits(kind, v)) {
       const expected = kind === 'integer' ? 'an integer' : kind;

@@ -259,15 +259,24 @@ export class Tailer extends EventEmitter<TailerEvents> {
     const b = this.batch;
     const cfg = this.config.tailer;
     if (b.opCount > 0 || b.deadLetters.length > 0) {
-      // At most one batch per lingerMs while ops keep coming (fewer, bigger jobs); the first
-      // op after a quiet spell goes out at once.
-      const wait = this.lastFlushAt + cfg.lingerMs - performance.now();
-      if (wait <= 0 || b.opCount >= cfg.batchMaxOps || b.bytes >= cfg.batchMaxBytes) this.flushNow();
+      const wait = this.dueIn(b);
+      if (wait <= 0) this.flushNow();
       else this.lingerTimer ??= setTimeout(() => this.flushNow(), wait);
     } else if (b.transactions > 0) {
       // Only other tables' commits: move the checkpoint now and then, not on every commit.
       this.checkpointTimer ??= setTimeout(() => this.flushNow(), Math.max(0, this.lastSaveAt + cfg.checkpointIntervalMs - Date.now()));
     }
+  }
+
+  /**
+   * How long a batch with ops should wait before it goes out (≤ 0: now): at most one batch per
+   * lingerMs while ops keep coming (fewer, bigger jobs); the first op after a quiet spell, or a
+   * full batch, goes out at once.
+   */
+  private dueIn(b: Batch): number {
+    const cfg = this.config.tailer;
+    if (b.opCount >= cfg.batchMaxOps || b.bytes >= cfg.batchMaxBytes) return 0;
+    return this.lastFlushAt + cfg.lingerMs - performance.now();
   }
 
   private flushNow(): void {
@@ -320,9 +329,7 @@ export class Tailer extends EventEmitter<TailerEvents> {
       // when this loop ends). Other tables' commits alone wait for the checkpoint timer.
       if (this.life.state === 'running') {
         const next = this.batch;
-        if (next.opCount === 0 && next.deadLetters.length === 0) return;
-        const due = performance.now() - this.lastFlushAt >= this.config.tailer.lingerMs || next.opCount >= this.config.tailer.batchMaxOps || next.bytes >= this.config.tailer.batchMaxBytes;
-        if (!due) return;
+        if ((next.opCount === 0 && next.deadLetters.length === 0) || this.dueIn(next) > 0) return;
       }
     }
   }

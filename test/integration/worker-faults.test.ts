@@ -10,7 +10,7 @@ import { RedisKeys } from '../../src/fanout/redis-keys.js';
 import { queueDepth } from '../../src/fanout/topology.js';
 import { Queue, Worker } from 'bullmq';
 import { encodeJob } from '../../src/fanout/job-codec.js';
-import { DatacenterWorker } from '../../src/sink/datacenter-worker.js';
+import { DatacenterWorker, serverStateOf } from '../../src/sink/datacenter-worker.js';
 import { textGet } from '../../scripts/memcached-text.js';
 import { McreplProcess, writeConfigFile } from '../helpers/cli.js';
 import { createTestEnv, layout, type TestEnv } from '../helpers/env.js';
@@ -96,7 +96,7 @@ describe('a memcached server that is down', () => {
     cleanup.push(() => a.stop(), () => b.stop());
     await a.start();
     await b.start();
-    // Restarts are noticed within 4 probe intervals, so well within the 1.5 s b hangs below.
+    // A restart is noticed within 4 probe intervals (400 ms) rather than the default 2 s.
     const env = await envWith([a, b], { 'memcached.timeoutMs': 300, 'worker.probeIntervalMs': 100 });
     await env.startPipeline();
     const before = Array.from({ length: 50 }, () => env.key('before'));
@@ -111,7 +111,11 @@ describe('a memcached server that is down', () => {
     await a.start(); // empty, while b hangs
     const during = env.key('during');
     await env.sql.query('CALL set_key(1, ?, ?, 0)', [during, 'd']);
-    await new Promise((r) => setTimeout(r, 1_500)); // a is back and noticed; b still hangs
+    // a is back, and the worker has noticed that it restarted, while b still hangs.
+    await waitFor(async () => serverStateOf((await env.redis.hget(new RedisKeys(env.prefix).servers('east'), a.address)) ?? undefined)?.health !== 'healthy', {
+      timeoutMs: 5_000,
+      message: "the worker to notice a's restart",
+    });
     b.resume();
     await waitFor(() => allOn(a.address), { timeoutMs: 10_000, message: 'the keys written before the restart, warmed from b once b answers' });
     await waitFor(() => onServer(a.address, during, 'd'), { timeoutMs: 10_000, message: 'and the op written meanwhile' });

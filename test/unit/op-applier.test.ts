@@ -366,7 +366,7 @@ describe('OpApplier and server channels', () => {
     await until(() => channels.every((c) => c.health !== 'healthy'));
     a.id = { pid: 200, startedAt: 5_000 };
     healthyAgain(a);
-    await sleep(10);
+    await until(() => channels[0]!.health === 'recovering'); // a back, waiting for b
     healthyAgain(b);
     await pending;
     await channels[0]!.whenHealthy();

@@ -549,6 +549,8 @@ async function lag(ctx: Ctx, tag: string, target: number | 'max', seconds: numbe
 
 interface LagSeries {
   rows: LagResult[];
+  /** Jobs added per second to each data center's queues at each rate (mcrepl only). */
+  jobsPerSec: number[];
   cpuShares: Map<string, number>[];
   regressions: number;
   observations: number;
@@ -559,8 +561,8 @@ interface LagSeries {
  * The lag probe at each of `--lag-rates`, with the per-key order watched on every server
  * meanwhile (values carry a sequence) and the CPU share of `procs`, the servers and the load.
  */
-async function lagSeries(ctx: Ctx, tag: string, procs: Measured[]): Promise<LagSeries> {
-  const series: LagSeries = { rows: [], cpuShares: [], regressions: 0, observations: 0, watched: 0 };
+async function lagSeries(ctx: Ctx, tag: string, procs: Measured[], jobsAdded?: () => Promise<number>): Promise<LagSeries> {
+  const series: LagSeries = { rows: [], jobsPerSec: [], cpuShares: [], regressions: 0, observations: 0, watched: 0 };
   const watchKeys: string[] = [];
   const loadKeys = (rateTag: string) => (c: number) => {
     // The run's id in every key: the servers may still hold keys of an earlier run.
@@ -575,15 +577,18 @@ async function lagSeries(ctx: Ctx, tag: string, procs: Measured[]): Promise<LagS
     for (let c = 0; c < 8; c++) keysFor(c);
     const watcher = watchForRegressions(ctx.servers, watchKeys, (v) => Number(v.split(':')[0]), 10);
     const cpu0 = cpuNow(procs);
+    const jobs0 = await jobsAdded?.();
     const t0 = performance.now();
     const res = await lag(ctx, tag, r, ctx.opts.lagSeconds, keysFor);
-    series.cpuShares.push(cpuShare(cpu0, cpuNow(procs), (performance.now() - t0) / 1000));
+    const seconds = (performance.now() - t0) / 1000;
+    series.cpuShares.push(cpuShare(cpu0, cpuNow(procs), seconds));
+    if (jobsAdded && jobs0 !== undefined) series.jobsPerSec.push(((await jobsAdded()) - jobs0) / seconds);
     const w = await watcher.stop();
     series.regressions += w.regressions.length;
     for (const line of w.regressions.slice(0, 5)) say(`  ORDER REGRESSION ${line}`);
     series.observations += w.observations;
     series.watched = watchKeys.length;
-    say(`lag (${tag}) at ${String(r)}: ${fmt(res.achieved)} rows/s, p50 ${ms(res.p50)}, p99 ${ms(res.p99)}, max ${ms(res.max)} (${res.probes} probes)`);
+    say(`lag (${tag}) at ${String(r)}: ${fmt(res.achieved)} rows/s, p50 ${ms(res.p50)}, p99 ${ms(res.p99)}, max ${ms(res.max)} (${res.probes} probes${series.jobsPerSec.length ? `, ${fmt(series.jobsPerSec.at(-1)!)} jobs/s per data center` : ''})`);
     series.rows.push(res);
   }
   return series;
@@ -592,10 +597,11 @@ async function lagSeries(ctx: Ctx, tag: string, procs: Measured[]): Promise<LagS
 /** The lag table and the CPU table of a series. */
 function lagTables(series: LagSeries): string[] {
   const names = [...series.cpuShares[0]!.keys()];
+  const jobs = series.jobsPerSec.length === series.rows.length;
   return [
-    '| source rate | achieved | probes | p50 | p99 | max | not seen in 5 s |',
-    '|---|---:|---:|---:|---:|---:|---:|',
-    ...series.rows.map((r) => `| ${r.target === 'max' ? 'max (8 connections)' : `${fmt(r.target)} rows/s`} | ${fmt(r.achieved)} rows/s | ${r.probes} | ${ms(r.p50)} | ${ms(r.p99)} | ${ms(r.max)} | ${r.lost} |`),
+    `| source rate | achieved | probes | p50 | p99 | max | not seen in 5 s |${jobs ? ' jobs/s per data center |' : ''}`,
+    `|---|---:|---:|---:|---:|---:|---:|${jobs ? '---:|' : ''}`,
+    ...series.rows.map((r, i) => `| ${r.target === 'max' ? 'max (8 connections)' : `${fmt(r.target)} rows/s`} | ${fmt(r.achieved)} rows/s | ${r.probes} | ${ms(r.p50)} | ${ms(r.p99)} | ${ms(r.max)} | ${r.lost} |${jobs ? ` ${fmt(series.jobsPerSec[i]!)} |` : ''}`),
     '',
     `Where the CPU went at each rate (share of one core, averaged over the run; the machine has ${os.cpus().length}):`,
     '',
@@ -849,7 +855,14 @@ async function main(): Promise<number> {
     }
 
     if (want('lag') && lagPipe) {
-      const series = await lagSeries(ctx, 'mcrepl', measured(lagPipe.procs));
+      const pipeKeys = lagPipe.keys;
+      const firstDc = Object.keys(ctx.config.datacenters)[0]!;
+      // BullMQ numbers a queue's jobs with a counter (`<queue>:id`).
+      const jobsAdded = async () => {
+        const ids = await Promise.all(Array.from({ length: ctx.config.partitions }, (_, p) => ctx.redis.get(pipeKeys.queueKey(firstDc, p, 'id'))));
+        return ids.reduce((a, v) => a + Number(v ?? 0), 0);
+      };
+      const series = await lagSeries(ctx, 'mcrepl', measured(lagPipe.procs), jobsAdded);
       const checked = await check(ctx.admin, ctx.servers, [], { nsId: NS.lag });
       out.push(
         '## Live lag: commit → visible on every server of every data center',

@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../observability/logger.js';
 import { LeaseLostError } from '../errors.js';
+import { runScript } from './redis.js';
 
 const RENEW = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
@@ -32,6 +33,8 @@ export class Lease extends EventEmitter<LeaseEvents> {
   private held = false;
   /** When the last confirmed (re)acquisition was sent. */
   private renewedAt = 0;
+  /** Each fenced script, with the owner check in front. */
+  private readonly wrapped = new Map<string, string>();
 
   constructor(
     private readonly redis: Redis,
@@ -94,7 +97,7 @@ export class Lease extends EventEmitter<LeaseEvents> {
     if (!this.held) return;
     const sentAt = Date.now();
     try {
-      const ok = (await this.redis.eval(RENEW, 1, this.key, this.owner, String(this.ttlMs))) as number;
+      const ok = (await runScript(this.redis, RENEW, [this.key], [this.owner, String(this.ttlMs)])) as number;
       if (!this.held) return;
       if (ok !== 1) this.lose('taken over, or expired');
       else {
@@ -123,9 +126,13 @@ export class Lease extends EventEmitter<LeaseEvents> {
    */
   async fenced(script: string, keys: string[], args: (string | Buffer)[]): Promise<unknown> {
     if (!this.isHeld) throw new LeaseLostError(this.key);
-    const wrapped = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {err='LEASE_LOST'} end\n${script}`;
+    let wrapped = this.wrapped.get(script);
+    if (wrapped === undefined) {
+      wrapped = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {err='LEASE_LOST'} end\n${script}`;
+      this.wrapped.set(script, wrapped);
+    }
     try {
-      return await this.redis.eval(wrapped, keys.length + 1, this.key, ...keys, this.owner, ...args);
+      return await runScript(this.redis, wrapped, [this.key, ...keys], [this.owner, ...args]);
     } catch (err) {
       if (/LEASE_LOST/.test(String(err))) {
         this.lose('another process owns it');
@@ -141,7 +148,7 @@ export class Lease extends EventEmitter<LeaseEvents> {
     if (!this.held) return;
     this.held = false;
     try {
-      await this.redis.eval(RELEASE, 1, this.key, this.owner);
+      await runScript(this.redis, RELEASE, [this.key], [this.owner]);
     } catch (err) {
       this.logger.warn({ lease: this.key, err }, 'could not release the lease; it will expire by itself');
     }

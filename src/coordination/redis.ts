@@ -3,11 +3,33 @@
  * itself, and never give up after a number of retries (BullMQ needs maxRetriesPerRequest null).
  */
 import { EventEmitter } from 'node:events';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from '../observability/logger.js';
 import type { RedisConfig } from '../config/schema.js';
 import { McreplError } from '../errors.js';
+
+const shas = new Map<string, string>();
+
+/**
+ * Runs a Lua script by its SHA1 (EVALSHA), sending its text (EVAL) only when Redis does not have
+ * it cached yet (after a restart or SCRIPT FLUSH). A script run on every job would otherwise
+ * travel and be hashed by Redis on every call.
+ */
+export async function runScript(redis: Redis, lua: string, keys: readonly string[], args: readonly (string | Buffer)[]): Promise<unknown> {
+  let sha = shas.get(lua);
+  if (sha === undefined) {
+    sha = createHash('sha1').update(lua).digest('hex');
+    shas.set(lua, sha);
+  }
+  try {
+    return await redis.evalsha(sha, keys.length, ...keys, ...args);
+  } catch (err) {
+    if (!String((err as Error).message).startsWith('NOSCRIPT')) throw err;
+    return await redis.eval(lua, keys.length, ...keys, ...args);
+  }
+}
 
 export function redisOptions(cfg: RedisConfig): RedisOptions {
   return {

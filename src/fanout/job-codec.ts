@@ -31,6 +31,11 @@ export interface JobData {
   p?: string;
   /** Format 2: `t` of the last op (a job at or below the watermark is skipped unread). */
   lt?: number;
+  /**
+   * 1: no two ops concern the same key (the producer coalesced them), so the worker need not
+   * coalesce again. Absent: the worker coalesces.
+   */
+  c?: 1;
 }
 
 const KIND_SET = 1;
@@ -163,16 +168,16 @@ export function parsePayloadId(id: string): { epoch: string; partition: number; 
 }
 
 /** Checks a job's header; the payload reference or the inline ops. */
-export function readJob(data: JobData): { epoch: string; count: number } & ({ inline: Buffer } | { payload: string; lastT: number }) {
+export function readJob(data: JobData): { epoch: string; count: number; coalesced: boolean } & ({ inline: Buffer } | { payload: string; lastT: number }) {
   if (data?.v !== 1 && data?.v !== JOB_FORMAT_VERSION) {
     throw new McreplError('JOB_FORMAT_UNSUPPORTED', `job format ${data?.v} is not understood by this worker (expects 1 or ${JOB_FORMAT_VERSION}); upgrade the workers`);
   }
   if (data.v === 1) {
     if (typeof data.b !== 'string') throw corrupt('no op payload');
-    return { epoch: data.e, count: data.n, inline: Buffer.from(data.b, 'base64') };
+    return { epoch: data.e, count: data.n, coalesced: data.c === 1, inline: Buffer.from(data.b, 'base64') };
   }
   if (typeof data.p !== 'string' || typeof data.lt !== 'number') throw corrupt('no payload reference');
-  return { epoch: data.e, count: data.n, payload: data.p, lastT: data.lt };
+  return { epoch: data.e, count: data.n, coalesced: data.c === 1, payload: data.p, lastT: data.lt };
 }
 
 /** Unpacks a job's ops and checks their count against its header. */

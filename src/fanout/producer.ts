@@ -1,7 +1,8 @@
 /**
  * Turns a batch into BullMQ jobs: one job per (data center, partition) that has ops.
  *
- * A partition's ops are coalesced (the last op per key: see `coalesce`) and packed once. A few
+ * A partition's ops are coalesced (the last op per key: see `coalesce`), which the job says
+ * (`c`, so the workers do not coalesce again), and packed once. A few
  * ops (up to INLINE_MAX_BYTES) travel inside each data center's job; more are stored, as raw
  * bytes, in a payload hash that every data center's job refers to (RedisKeys.payload); the hash also holds one field per data center,
  * which that data center's worker removes when it has applied the job (the last one deletes the
@@ -66,13 +67,13 @@ export class FanoutProducer {
       const packed = encodeOps(ops);
       if (packed.length <= INLINE_MAX_BYTES) {
         // Small (live traffic): inline, which saves a round trip on each side.
-        jobs.push({ partition, data: encodeJob(epoch, ops, packed) });
+        jobs.push({ partition, data: { ...encodeJob(epoch, ops, packed), c: 1 } });
         return;
       }
       const id = payloadId(epoch, partition, ops);
       // Pipelined on the connection; no MULTI, which would copy every payload once more.
       stored.push(this.redis.hset(this.keys.payload(id), 'd', packed, ...pending));
-      jobs.push({ partition, data: encodeJobRef(epoch, id, ops) });
+      jobs.push({ partition, data: { ...encodeJobRef(epoch, id, ops), c: 1 } });
     });
     if (jobs.length === 0) return 0;
     await Promise.all(stored);

@@ -239,10 +239,12 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     let ops: Op[] = [];
     let payloadKey = '';
     let lastT: number | undefined;
+    let coalesced = false;
     const wm = this.watermarks.get(p);
     try {
       const job = readJob(data);
       epoch = job.epoch;
+      coalesced = job.coalesced;
       if ('inline' in job) {
         ops = decodeJobOps(job.inline, job.count);
       } else {
@@ -265,10 +267,18 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
       this.stats.deadLetters++;
       return;
     }
-    const fresh = wm && wm.epoch === epoch ? ops.filter((op) => op.t > wm.t) : ops;
-    const writes = fresh.filter((op): op is WriteableOp => op.kind !== 'flush');
-    const markers = fresh.filter((op): op is FlushMarkerOp => op.kind === 'flush');
-    await this.applier.apply(writes);
+    // Ops at or below the watermark were applied already (a replay); the rest, split in one pass.
+    const floor = wm && wm.epoch === epoch ? wm.t : -Infinity;
+    const writes: WriteableOp[] = [];
+    const markers: FlushMarkerOp[] = [];
+    for (const op of ops) {
+      if (op.t <= floor) continue;
+      if (op.kind === 'flush') markers.push(op);
+      else writes.push(op);
+    }
+    const fresh = writes.length + markers.length;
+    // A subset of distinct-key ops still concerns distinct keys.
+    await this.applier.apply(writes, coalesced);
 
     const last = lastT ?? ops[ops.length - 1]?.t;
     const advance = last !== undefined && (!wm || wm.epoch !== epoch || last > wm.t);
@@ -281,9 +291,9 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     if (advance) this.watermarks.set(p, { epoch, t: last });
     for (const marker of markers) this.logger.debug({ partition: p, flushId: marker.flushId, nsId: marker.nsId }, 'flush marker applied');
     this.stats.jobs++;
-    this.stats.ops += fresh.length;
-    this.stats.skipped += data.n - fresh.length;
-    this.emit('applied', { partition: p, ops: fresh.length, skipped: data.n - fresh.length });
+    this.stats.ops += fresh;
+    this.stats.skipped += data.n - fresh;
+    this.emit('applied', { partition: p, ops: fresh, skipped: data.n - fresh });
   }
 
   /**

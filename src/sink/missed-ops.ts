@@ -4,6 +4,7 @@
  * bounded in keys and bytes. A worker that crashes and restarts replays them all the same.
  */
 import type { Redis } from 'ioredis';
+import { runScript } from '../coordination/redis.js';
 import { decodeOps, encodeOps } from '../fanout/job-codec.js';
 import type { RedisKeys } from '../fanout/redis-keys.js';
 import type { WriteableOp } from './server-channel.js';
@@ -75,7 +76,7 @@ export class RedisMissedOpStore implements MissedOpStore {
     if (ops.length === 0) return true;
     const args: (string | Buffer)[] = [String(this.maxKeys), String(this.maxBytes)];
     for (const op of ops) args.push(op.key, encodeOps([op]));
-    const n = (await this.redis.eval(ADD, 2, this.hash, this.bytes, ...args)) as number;
+    const n = (await runScript(this.redis, ADD, [this.hash, this.bytes], args)) as number;
     return n >= 0;
   }
 
@@ -104,7 +105,7 @@ export class RedisMissedOpStore implements MissedOpStore {
     if (entries.length === 0) return;
     const args: Buffer[] = [];
     for (const e of entries) args.push(e.op.key, e.raw);
-    await this.redis.eval(ACK, 2, this.hash, this.bytes, ...args);
+    await runScript(this.redis, ACK, [this.hash, this.bytes], args);
   }
 
   async clear(): Promise<void> {

@@ -35,10 +35,11 @@ export class OpApplier {
     private readonly opts: ApplierOptions,
   ) {}
 
-  async apply(ops: readonly WriteableOp[]): Promise<void> {
+  /** Applies `ops` on their servers; `distinct`: no two of them concern the same key already. */
+  async apply(ops: readonly WriteableOp[], distinct = false): Promise<void> {
     if (ops.length === 0) return;
     await this.anyHealthy();
-    const perServer = this.route.assign(coalesce(ops), (op) => op.key);
+    const perServer = this.route.assign(distinct ? ops : coalesce(ops), (op) => op.key);
     await Promise.all(this.channels.map((c, i) => c.submit(perServer[i] ?? [])));
   }
 

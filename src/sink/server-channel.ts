@@ -254,7 +254,8 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
     }
     let pending = ops;
     for (let round = 0; pending.length > 0 && round < 2; round++) {
-      const outcomes = await this.writer.write(pending.map((op) => toWrite(op, this.now())));
+      const now = this.now();
+      const outcomes = await this.writer.write(pending.map((op) => toWrite(op, now)));
       const failed: WriteableOp[] = [];
       const again: WriteableOp[] = [];
       const refused: Refusal[] = [];
@@ -434,7 +435,8 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
         await sleep(1, this.opts.signal);
         continue;
       }
-      const outcomes = await this.writer.write(batch.map((e) => toWrite(e.op, this.now())));
+      const now = this.now();
+      const outcomes = await this.writer.write(batch.map((e) => toWrite(e.op, now)));
       const done: MissedEntry[] = [];
       const refused: Refusal[] = [];
       const again: WriteableOp[] = [];

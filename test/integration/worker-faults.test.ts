@@ -225,6 +225,35 @@ describe('a job that cannot be read', () => {
   });
 });
 
+describe('coalescing', () => {
+  test("the tailer's jobs say their ops are coalesced; a job that does not is coalesced by the worker (last op per key wins)", async () => {
+    const env = await createTestEnv({ partitions: 1 });
+    cleanup.push(() => env.teardown());
+    await env.sql.query("CALL create_namespace(1, 'faults')");
+    const keys = new RedisKeys(env.prefix);
+    const q = new Queue(keys.queueName('east', 0), { connection: env.redis, prefix: env.prefix });
+    cleanup.push(() => q.close());
+    await env.startTailer();
+    const k = env.key('coalesced');
+    await env.sql.query('CALL set_key(1, ?, ?, 0)', [k, 'v1']);
+    await waitFor(async () => (await q.getWaiting()).length > 0, { message: "the tailer's job" });
+    const [job] = await q.getWaiting();
+    assert.equal(job!.data.c, 1);
+    await env.stopPipeline();
+
+    // A job without the mark (written by hand here) with two ops on one key, the older last
+    // in the worker's hands if it did not coalesce: only the last op may be applied.
+    const u = env.key('uncoalesced');
+    const op = (t: number, value: string) => ({ kind: 'set' as const, t, nsId: 1, key: Buffer.from(u), value: Buffer.from(value), expiresAt: 0 });
+    const data = encodeJob('hand', [op(1, 'old'), op(2, 'new')]);
+    assert.equal(data.c, undefined);
+    await q.add('ops', data);
+    await env.startWorker('east');
+    await waitFor(async () => (await env.readEverywhere(k)).slice(0, 2).every((v) => v?.toString() === 'v1'), { message: "the tailer's job applied" });
+    await waitFor(async () => (await env.readEverywhere(u)).slice(0, 2).every((v) => v?.toString() === 'new'), { message: 'the hand-made job applied' });
+  });
+});
+
 describe('starting and stopping', () => {
   test('a worker group closed while it is still finishing an unfinished job stops promptly, leaving the job', async () => {
     const down = await PrivateMemcached.create(); // never started: the data center has no server up

@@ -227,6 +227,15 @@ describe('OpApplier and server channels', () => {
     assert.deepEqual(refusals, []);
   });
 
+  test('ops said to be distinct already are sent as they are, without a second coalescing pass', { timeout: 2_000 }, async () => {
+    const w = new FakeWriter('m1:11211');
+    const { applier } = await setup([w]);
+    // Not distinct, which only shows that nothing was dropped: the worker passes true only for
+    // jobs whose producer coalesced them.
+    await applier.apply([set('a', '1'), set('a', '2')], true);
+    assert.deepEqual(w.shown, [['set a=1@0', 'set a=2@0']]);
+  });
+
   test('createRoute("replicate") hands every op to every server', () => {
     const route = createRoute('replicate', 3);
     assert.equal(route.name, 'replicate');

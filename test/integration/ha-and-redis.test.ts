@@ -141,6 +141,21 @@ describe('Redis killed and restarted', () => {
   });
 });
 
+describe('Lua scripts by SHA', () => {
+  test('a fenced script still runs after Redis forgot its scripts (SCRIPT FLUSH, as after a restart)', async () => {
+    const env = await newEnv();
+    const lease = new Lease(env.redis, `${env.prefix}:lease:scripts`, 5_000, env.logger);
+    await lease.acquire();
+    const key = `${env.prefix}:scripted`;
+    const script = `redis.call('SET', KEYS[2], ARGV[2]) return 1`;
+    assert.equal(await lease.fenced(script, [key], ['a']), 1);
+    await env.redis.script('FLUSH');
+    assert.equal(await lease.fenced(script, [key], ['b']), 1);
+    assert.equal(await env.redis.get(key), 'b');
+    await lease.release();
+  });
+});
+
 describe('a whole data center down', () => {
   test('only its queues grow while its memcached are out; it catches up in order when they are back', async () => {
     const [m1, m2] = [await PrivateMemcached.create(), await PrivateMemcached.create()];

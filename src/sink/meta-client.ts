@@ -51,12 +51,20 @@ class Batch<T> implements Pending {
     private readonly resolve: (v: T[]) => void,
     private readonly reject: (e: Error) => void,
     private readonly failed?: (err: Error) => T,
+    /** The value of an `HD` or `NF` reply, read here without a call to `one` (writes). */
+    private readonly stored?: T,
   ) {
     this.done = count === 0;
   }
 
   read(buf: Buffer, at: number): number {
+    const stored = this.stored;
     while (this.values.length < this.count) {
+      if (stored !== undefined && isStoredReply(buf, at)) {
+        this.values.push(stored);
+        at += 4;
+        continue;
+      }
       let r;
       try {
         r = this.one(buf, at);
@@ -203,9 +211,9 @@ export class MetaConnection {
   }
 
   /** `count` requests in `cmd`, one reply each, read by `one`. */
-  batch<T>(cmd: Buffer, count: number, one: (buf: Buffer, at: number) => { value: T; next: number } | undefined, failed?: (err: Error) => T): Promise<T[]> {
+  batch<T>(cmd: Buffer, count: number, one: (buf: Buffer, at: number) => { value: T; next: number } | undefined, failed?: (err: Error) => T, stored?: T): Promise<T[]> {
     return new Promise<T[]>((resolve, reject) => {
-      void this.send(cmd, new Batch(count, one, resolve, reject, failed));
+      void this.send(cmd, new Batch(count, one, resolve, reject, failed, stored));
     });
   }
 
@@ -244,15 +252,18 @@ export function encodeWrites(ops: readonly WriteOp[]): Buffer {
   return buf;
 }
 
-/** Reads one reply to an `ms` or `md`. */
+/** "HD\r\n" (stored / deleted) or "NF\r\n" (delete of a missing key: fine too) at `at`. */
+function isStoredReply(buf: Buffer, at: number): boolean {
+  if (buf.length < at + 4 || buf[at + 2] !== 0x0d || buf[at + 3] !== 0x0a) return false;
+  const a = buf[at]!;
+  const b = buf[at + 1]!;
+  return (a === 0x48 && b === 0x44) || (a === 0x4e && b === 0x46);
+}
+
+/** Reads one reply to an `ms` or `md` (other than a plain HD or NF). */
 function writeReply(address: string): (buf: Buffer, at: number) => { value: WriteOutcome; next: number } | undefined {
   return (buf, at) => {
-    // Fast path: "HD\r\n" (stored / deleted) and "NF\r\n" (delete of a missing key: fine too).
-    if (buf.length >= at + 4 && buf[at + 2] === 0x0d && buf[at + 3] === 0x0a) {
-      const a = buf[at]!;
-      const b = buf[at + 1]!;
-      if ((a === 0x48 && b === 0x44) || (a === 0x4e && b === 0x46)) return { value: OK, next: at + 4 };
-    }
+    // "HD" and "NF" as a whole 4-byte reply are read by the batch itself (isStoredReply).
     const l = lineAt(buf, at);
     if (!l) return undefined;
     if (l.line === 'HD' || l.line === 'NF') return { value: OK, next: l.next };
@@ -272,12 +283,14 @@ const MAX_BATCH_BYTES = 4 * 1024 * 1024;
 
 export class MetaWriter implements MemcachedWriter {
   private readonly conn: MetaConnection;
+  private readonly reply: ReturnType<typeof writeReply>;
 
   constructor(
     readonly address: string,
     private readonly opts: { timeoutMs: number; connectTimeoutMs: number },
   ) {
     this.conn = new MetaConnection(address, opts.timeoutMs, opts.connectTimeoutMs);
+    this.reply = writeReply(address);
   }
 
   async write(ops: readonly WriteOp[]): Promise<WriteOutcome[]> {
@@ -290,13 +303,13 @@ export class MetaWriter implements MemcachedWriter {
       if (i === ops.length || (bytes > 0 && bytes + size > MAX_BATCH_BYTES)) {
         const slice = from === 0 && i === ops.length ? ops : ops.slice(from, i);
         // What gets no reply failed with the connection: worth retrying.
-        parts.push(this.conn.batch(encodeWrites(slice), slice.length, writeReply(this.address), (err) => ({ ok: false, retriable: true, error: err.message })));
+        parts.push(this.conn.batch(encodeWrites(slice), slice.length, this.reply, (err) => ({ ok: false, retriable: true, error: err.message }), OK));
         from = i;
         bytes = 0;
       }
       bytes += size;
     }
-    return (await Promise.all(parts)).flat();
+    return parts.length === 1 ? await parts[0]! : (await Promise.all(parts)).flat();
   }
 
   async identity(): Promise<ServerIdentity> {
@@ -375,6 +388,8 @@ export class MetaClient {
       encodeWrites(entries.map((e) => ({ kind: 'set', key: e.key, value: e.value, exptime: e.ttl > 0 ? e.ttl : 0 }))),
       entries.length,
       writeReply(this.address),
+      undefined,
+      OK,
     );
     const failed = outcomes.find((o): o is Extract<WriteOutcome, { ok: false }> => !o.ok);
     if (failed) throw new Error(`ms failed: ${failed.error}`);

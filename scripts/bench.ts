@@ -33,6 +33,7 @@ import { Redis } from 'ioredis';
 import mysql, { type Connection, type RowDataPacket } from 'mysql2/promise';
 import { runNaive } from '../bench/naive.js';
 import { startFloor } from '../bench/floor.js';
+import { measureBullmq } from '../bench/bullmq-cost.js';
 import { loadConfig } from '../src/config/load.js';
 import type { ResolvedConfig } from '../src/config/schema.js';
 import { redisOptions } from '../src/coordination/redis.js';
@@ -641,6 +642,46 @@ function lagTables(series: LagSeries): string[] {
   ];
 }
 
+/**
+ * BullMQ alone (bench/bullmq-cost.ts) at the job rate of one data center's queue in each lag run
+ * that has one, against the CPU mcrepl's processes and Redis used at that rate.
+ */
+async function bullmqCost(ctx: Ctx, series: LagSeries): Promise<string[]> {
+  const dcs = Object.keys(ctx.config.datacenters).length;
+  const rows: string[] = [];
+  for (const [i, r] of series.rows.entries()) {
+    const jobsPerSec = series.jobsPerSec[i];
+    if (jobsPerSec === undefined || !(jobsPerSec >= 1)) continue;
+    // An inline job carries its ops base64: ~19 bytes of header per op, key and value.
+    const opsPerJob = r.achieved / jobsPerSec;
+    const jobBytes = Math.round((opsPerJob * (19 + 40 + ctx.opts.valueBytes) * 4) / 3);
+    say(`BullMQ alone: ${fmt(jobsPerSec)} jobs/s of ${fmt(jobBytes)} bytes, no-op processor, 10 s`);
+    let redis0 = 0;
+    const redisCpu = () => stackCpu().get('redis') ?? 0;
+    const res = await measureBullmq({ redis: ctx.config.redis, prefix: `bench-${ctx.runId}-bullmq`, jobsPerSec, seconds: 10, jobBytes }, () => (redis0 = redisCpu()));
+    const redisSeconds = redisCpu() - redis0;
+    await dropPrefix(ctx.redis, `bench-${ctx.runId}-bullmq`);
+    const perJob = (1000 * res.cpuSeconds) / res.jobs;
+    const redisPerJob = (1000 * redisSeconds) / res.jobs;
+    const share = series.cpuShares[i]!;
+    const ours = ['tailer', ...Object.keys(ctx.config.datacenters).map((dc) => `worker-${dc}`), 'redis'].reduce((a, k) => a + (share.get(k) ?? 0), 0);
+    rows.push(
+      `| ${r.target === 'max' ? 'max' : fmt(r.target)} | ${fmt(jobsPerSec)} | ${fmt(perJob, 2)} ms | ${fmt(redisPerJob, 2)} ms | ${fmt(((perJob + redisPerJob) * jobsPerSec * dcs) / 10)} % | ${fmt(ours * 100)} % |`,
+    );
+  }
+  if (rows.length === 0) return [];
+  return [
+    '### What BullMQ itself costs per job at these rates',
+    '',
+    `\`bench/bullmq-cost.ts\`: one process adds jobs of the same size to one queue at the rate of one data center's queue above and runs them with a BullMQ Worker whose processor does nothing (10 s after 2 s of warm-up); its CPU and Redis's per job, then what that makes for ${dcs} data centers (one queue and one worker each), beside what mcrepl's tailer, workers and Redis used at that rate (which also read the binlog, write memcached and record progress).`,
+    '',
+    `| source rate | jobs/s per data center | BullMQ client CPU per job (add + run) | Redis CPU per job | BullMQ alone, ${dcs} data centers (share of one core) | mcrepl tailer + workers + Redis |`,
+    '|---|---:|---:|---:|---:|---:|',
+    ...rows,
+    '',
+  ];
+}
+
 // ---------------------------------------------------------------------------------------------
 // Flush
 
@@ -899,6 +940,7 @@ async function main(): Promise<number> {
         '',
       );
       lagResults = series;
+      out.push(...(await bullmqCost(ctx, series)));
       const at2k = series.rows.find((r) => r.target === 2000);
       if (at2k) targets.push(['live lag p99 ≤ 20 ms at 2,000 rows/s', ms(at2k.p99), at2k.p99 <= 20]);
       targets.push(['per-key order and the checker under load', `${series.regressions} regressions, ${checked.divergent.size} divergent keys`, series.regressions === 0 && checked.divergent.size === 0]);

@@ -8,7 +8,16 @@ import type { ResolvedConfig } from '../../src/config/schema.js';
 
 export const MCREPL_BIN = path.join(repoRoot, 'bin', 'mcrepl.js');
 
-/** Writes the config to a temp file (secrets stay in their files: only passwordFile is written). */
+/** Config files written by this process, removed when it exits. */
+const written = new Set<string>();
+process.on('exit', () => {
+  for (const dir of written) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/**
+ * Writes the config to a temp file (secrets stay in their files: only passwordFile is written),
+ * removed when this process exits.
+ */
 export function writeConfigFile(config: ResolvedConfig): string {
   const c = structuredClone(config) as ResolvedConfig;
   // Every section with a password file (mysql, its role accounts, redis, memcached).
@@ -20,6 +29,7 @@ export function writeConfigFile(config: ResolvedConfig): string {
   };
   strip(c);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mcrepl-test-'));
+  written.add(dir);
   const file = path.join(dir, 'mcrepl.json');
   fs.writeFileSync(file, JSON.stringify(c, null, 2), { mode: 0o600 });
   return file;

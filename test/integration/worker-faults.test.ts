@@ -27,16 +27,26 @@ after(async () => {
   while (cleanup.length) await cleanup.pop()!().catch(() => undefined);
 });
 
-/** East = the stack's east-1 and `server`, or exactly `servers` when given a list. */
-async function envWith(server: PrivateMemcached | PrivateMemcached[], overrides: Record<string, unknown> = {}): Promise<TestEnv> {
-  const east = Array.isArray(server) ? server.map((m) => m.address) : [stackServer('east-1'), server.address];
-  const env = await createTestEnv({
-    partitions: 1,
-    overrides: { 'datacenters.east': { servers: east }, 'worker.shutdownGraceMs': 500, ...overrides },
-  });
+/** One partition, namespace 1 ('faults'), torn down after the test. */
+async function faultsEnv(overrides: Record<string, unknown> = {}): Promise<TestEnv> {
+  const env = await createTestEnv({ partitions: 1, overrides });
   cleanup.push(() => env.teardown());
   await env.sql.query("CALL create_namespace(1, 'faults')");
   return env;
+}
+
+/** East = the stack's east-1 and `server`, or exactly `servers` when given a list. */
+async function envWith(server: PrivateMemcached | PrivateMemcached[], overrides: Record<string, unknown> = {}): Promise<TestEnv> {
+  const east = Array.isArray(server) ? server.map((m) => m.address) : [stackServer('east-1'), server.address];
+  return faultsEnv({ 'datacenters.east': { servers: east }, 'worker.shutdownGraceMs': 500, ...overrides });
+}
+
+/** East's queue, to put jobs in by hand (closed after the test). */
+function eastQueue(env: TestEnv): { keys: RedisKeys; q: Queue } {
+  const keys = new RedisKeys(env.prefix);
+  const q = new Queue(keys.queueName('east', 0), { connection: env.redis, prefix: env.prefix });
+  cleanup.push(() => q.close());
+  return { keys, q };
 }
 
 const onServer = async (address: string, key: string, want: string | null) => ((await textGet(address, key))?.toString() ?? null) === want;
@@ -196,12 +206,8 @@ describe('an op a server refuses for good', () => {
 
 describe('a job that cannot be read', () => {
   test('is dead-lettered and the partition goes on; an unknown format version stops the group instead', async () => {
-    const env = await createTestEnv({ partitions: 1 });
-    cleanup.push(() => env.teardown());
-    await env.sql.query("CALL create_namespace(1, 'faults')");
-    const keys = new RedisKeys(env.prefix);
-    const q = new Queue(keys.queueName('east', 0), { connection: env.redis, prefix: env.prefix });
-    cleanup.push(() => q.close());
+    const env = await faultsEnv();
+    const { keys, q } = eastQueue(env);
     // Queued ahead of real work: a damaged payload, and a reference to a payload that is gone.
     await q.add('ops', { v: 1, e: 'x', n: 1, b: Buffer.from([1, 0, 0]).toString('base64') });
     await q.add('ops', { v: 2, e: 'x', n: 1, p: 'x:0:1:1', lt: 1 });
@@ -227,12 +233,8 @@ describe('a job that cannot be read', () => {
 
 describe('coalescing', () => {
   test("the tailer's jobs say their ops are coalesced; a job that does not is coalesced by the worker (last op per key wins)", async () => {
-    const env = await createTestEnv({ partitions: 1 });
-    cleanup.push(() => env.teardown());
-    await env.sql.query("CALL create_namespace(1, 'faults')");
-    const keys = new RedisKeys(env.prefix);
-    const q = new Queue(keys.queueName('east', 0), { connection: env.redis, prefix: env.prefix });
-    cleanup.push(() => q.close());
+    const env = await faultsEnv();
+    const { keys, q } = eastQueue(env);
     await env.startTailer();
     const k = env.key('coalesced');
     await env.sql.query('CALL set_key(1, ?, ?, 0)', [k, 'v1']);
@@ -259,9 +261,7 @@ describe('starting and stopping', () => {
     const down = await PrivateMemcached.create(); // never started: the data center has no server up
     cleanup.push(() => down.stop());
     const env = await envWith([down]);
-    const keys = new RedisKeys(env.prefix);
-    const q = new Queue(keys.queueName('east', 0), { connection: env.redis, prefix: env.prefix });
-    cleanup.push(() => q.close());
+    const { keys, q } = eastQueue(env);
     // A job left active by a "dead" consumer: fetched with a lock and never completed.
     await q.add('ops', encodeJob('e', [{ kind: 'set', t: 1, nsId: 1, key: Buffer.from(env.key('orphan')), value: Buffer.from('v'), expiresAt: 0 }]));
     const thief = new Worker(keys.queueName('east', 0), null, { connection: env.redis, prefix: env.prefix, lockDuration: 60_000 });

@@ -79,7 +79,16 @@ export class Lease extends EventEmitter<LeaseEvents> {
     }
     this.held = true;
     this.logger.info({ lease: this.key, owner: this.owner }, 'lease acquired');
-    this.timer = setInterval(() => void this.renew(), Math.max(50, Math.floor(this.ttlMs / 3)));
+    const every = Math.max(50, Math.floor(this.ttlMs / 3));
+    let due = Date.now() + every;
+    this.timer = setInterval(() => {
+      // A renewal that runs late means the event loop was held (a long synchronous task, a GC
+      // pause, a stopped process): say by how much, before it costs the lease.
+      const late = Date.now() - due;
+      if (late > Math.max(100, this.ttlMs / 10)) this.logger.warn({ lease: this.key, lateMs: late, ttlMs: this.ttlMs }, 'lease renewal was late: the event loop was blocked or the process paused');
+      due = Date.now() + every;
+      void this.renew();
+    }, every);
     this.timer.unref();
     this.armWatchdog();
   }

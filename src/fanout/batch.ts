@@ -5,9 +5,29 @@
  */
 import type { Position } from '../source/checkpoint-store.js';
 import type { DeadLetter } from './dead-letters.js';
-import { encodedSize } from './job-codec.js';
+import { encodedSize, type JobRef } from './job-codec.js';
 import type { Op } from './op.js';
 import { partitionOf } from './partitioner.js';
+
+/**
+ * A large transaction whose ops were stored in Redis chunk by chunk while it streamed in
+ * (FanoutProducer.stage); at its end its jobs are added in order, or its payloads removed.
+ */
+export interface StagedTxn {
+  /** The staged chunks' jobs, in order (filled as each chunk is stored). */
+  readonly refs: JobRef[];
+  /** Settles once every chunk is stored (rejects if one could not be). */
+  ready: Promise<void>;
+  /** Rows seen so far. */
+  rows: number;
+  /** Sequence number before its first op (to start over if the stream breaks mid-transaction). */
+  readonly startSeq: number;
+  /** Set at its end: it rolled back (remove the payloads), or was two-phase XA (delete its keys instead). */
+  outcome?: 'commit' | 'rollback' | 'xa';
+  /** Its dead letters (recorded only if it commits), up to the list's size; the rest counted. */
+  readonly deadLetters: DeadLetter[];
+  moreDeadLetters: number;
+}
 
 export class Batch {
   /** Ops per partition, in source order. */
@@ -23,6 +43,8 @@ export class Batch {
   txnSeq: number;
   /** Time the first op was added (ms), for lag accounting. */
   firstOpAt = 0;
+  /** A batch made of one large transaction staged in Redis: its jobs, instead of `ops`. */
+  staged: StagedTxn | undefined;
 
   constructor(readonly partitions: number, txnSeq: number) {
     this.ops = Array.from({ length: partitions }, () => []);

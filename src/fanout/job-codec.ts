@@ -36,6 +36,17 @@ export interface JobData {
    * coalesce again. Absent: the worker coalesces.
    */
   c?: 1;
+  /**
+   * 1: apply every op as a delete of its key (a large two-phase XA transaction, which mcrepl
+   * does not apply: its keys are deleted instead, as for any bad row).
+   */
+  x?: 1;
+}
+
+/** A job to add to one partition's queue of every data center. */
+export interface JobRef {
+  partition: number;
+  data: JobData;
 }
 
 const KIND_SET = 1;
@@ -91,14 +102,19 @@ export function encodeOps(ops: readonly Op[]): Buffer {
 }
 
 export function decodeOps(buf: Buffer): Op[] {
+  return readOps(buf, 0, Infinity).ops;
+}
+
+/** Decodes up to `max` ops from byte `start`; `next` is where the following op starts. */
+export function readOps(buf: Buffer, start: number, max: number): { ops: Op[]; next: number } {
   const ops: Op[] = [];
-  let o = 0;
+  let o = start;
   // Every read is bounds-checked, so a damaged payload is reported as such, never as a raw
   // RangeError or (worse) as ops made of the wrong bytes.
   const need = (n: number, what: string) => {
     if (o + n > buf.length) throw corrupt(`truncated op (${what} at byte ${o} of ${buf.length})`);
   };
-  while (o < buf.length) {
+  while (o < buf.length && ops.length < max) {
     need(13, 'op header');
     const kind = buf.readUInt8(o);
     const t = buf.readDoubleBE(o + 1);
@@ -138,7 +154,7 @@ export function decodeOps(buf: Buffer): Op[] {
       throw corrupt(`unknown op kind ${kind} at byte ${o - 13}`);
     }
   }
-  return ops;
+  return { ops, next: o };
 }
 
 /** A payload that cannot be read. Not retriable: the same bytes give the same answer. */
@@ -168,16 +184,16 @@ export function parsePayloadId(id: string): { epoch: string; partition: number; 
 }
 
 /** Checks a job's header; the payload reference or the inline ops. */
-export function readJob(data: JobData): { epoch: string; count: number; coalesced: boolean } & ({ inline: Buffer } | { payload: string; lastT: number }) {
+export function readJob(data: JobData): { epoch: string; count: number; coalesced: boolean; asDeletes: boolean } & ({ inline: Buffer } | { payload: string; lastT: number }) {
   if (data?.v !== 1 && data?.v !== JOB_FORMAT_VERSION) {
     throw new McreplError('JOB_FORMAT_UNSUPPORTED', `job format ${data?.v} is not understood by this worker (expects 1 or ${JOB_FORMAT_VERSION}); upgrade the workers`);
   }
   if (data.v === 1) {
     if (typeof data.b !== 'string') throw corrupt('no op payload');
-    return { epoch: data.e, count: data.n, coalesced: data.c === 1, inline: Buffer.from(data.b, 'base64') };
+    return { epoch: data.e, count: data.n, coalesced: data.c === 1, asDeletes: data.x === 1, inline: Buffer.from(data.b, 'base64') };
   }
   if (typeof data.p !== 'string' || typeof data.lt !== 'number') throw corrupt('no payload reference');
-  return { epoch: data.e, count: data.n, coalesced: data.c === 1, payload: data.p, lastT: data.lt };
+  return { epoch: data.e, count: data.n, coalesced: data.c === 1, asDeletes: data.x === 1, payload: data.p, lastT: data.lt };
 }
 
 /** Unpacks a job's ops and checks their count against its header. */
@@ -185,6 +201,30 @@ export function decodeJobOps(buf: Buffer, count: number): Op[] {
   const ops = decodeOps(buf);
   if (ops.length !== count) throw corrupt(`${ops.length} ops decoded, header says ${count}`);
   return ops;
+}
+
+/**
+ * A job's ops in slices of at most `size`, in order, so that a huge job (written by an older
+ * tailer, which put a whole transaction in one job) never becomes a million objects at once.
+ * The whole payload is checked before the first slice is handed out: a damaged job is refused
+ * before any of it is applied.
+ */
+export function sliceJobOps(buf: Buffer, count: number, size: number): Iterable<Op[]> {
+  if (count <= size) return [decodeJobOps(buf, count)];
+  let n = 0;
+  for (let o = 0; o < buf.length; ) {
+    const r = readOps(buf, o, size);
+    n += r.ops.length;
+    o = r.next;
+  }
+  if (n !== count) throw corrupt(`${n} ops decoded, header says ${count}`);
+  return (function* () {
+    for (let o = 0; o < buf.length; ) {
+      const r = readOps(buf, o, size);
+      o = r.next;
+      yield r.ops;
+    }
+  })();
 }
 
 export function decodeJob(data: JobData): { epoch: string; ops: Op[] } {

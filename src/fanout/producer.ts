@@ -23,7 +23,7 @@ import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Batch } from './batch.js';
 import { coalesce } from './op.js';
-import { encodeJob, encodeJobRef, encodeOps, parsePayloadId, payloadId, type JobData } from './job-codec.js';
+import { encodeJob, encodeJobRef, encodeOps, parsePayloadId, payloadId, type JobData, type JobRef } from './job-codec.js';
 import type { RedisKeys } from './redis-keys.js';
 
 export const JOB_NAME = 'ops';
@@ -33,6 +33,9 @@ export const JOB_NAME = 'ops';
  * holds a few ops, and a payload of its own would cost a round trip on each side.
  */
 export const INLINE_MAX_BYTES = 8 * 1024;
+
+/** Jobs added per round (a large transaction's commit adds one per staged chunk and partition). */
+const ADD_SLICE = 256;
 
 export class FanoutProducer {
   private readonly queues = new Map<string, Queue<JobData>>();
@@ -58,14 +61,66 @@ export class FanoutProducer {
 
   /** Enqueues the batch's ops; resolves once Redis has every job, throws if any is missing. */
   async enqueue(epoch: string, batch: Batch): Promise<number> {
-    const jobs: { partition: number; data: JobData }[] = [];
+    const { jobs, stored } = this.pack(epoch, batch, false);
+    if (jobs.length === 0) return 0;
+    await Promise.all(stored);
+    return this.add(jobs);
+  }
+
+  /**
+   * Stores a chunk of a large transaction that is still streaming in: its ops go to payloads
+   * only, and the jobs that refer to them are returned, to be added (`add`) once the
+   * transaction's end says it committed, or the payloads removed (`discard`) if it rolled back.
+   * Nothing of it is visible to a worker before then.
+   */
+  async stage(epoch: string, batch: Batch): Promise<JobRef[]> {
+    const { jobs, stored } = this.pack(epoch, batch, true);
+    await Promise.all(stored);
+    return jobs;
+  }
+
+  /**
+   * Adds jobs (in order) to every data center's queue, at most ADD_SLICE at a time; `extra` is
+   * merged into each job's data. Resolves once Redis has every job, throws if any is missing.
+   */
+  async add(jobs: readonly JobRef[], extra: Partial<JobData> = {}): Promise<number> {
+    let added = 0;
+    for (let i = 0; i < jobs.length; i += ADD_SLICE) {
+      const adds: Promise<unknown>[] = [];
+      for (const { partition, data } of jobs.slice(i, i + ADD_SLICE)) {
+        for (const dc of this.datacenters) {
+          adds.push(this.queue(dc, partition).add(JOB_NAME, { ...data, ...extra }, { attempts: 1, removeOnComplete: true, removeOnFail: 1_000 }));
+        }
+      }
+      const results = await Promise.allSettled(adds);
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
+      added += adds.length;
+    }
+    return added;
+  }
+
+  /** Removes the payloads of staged jobs that will never be added (their transaction rolled back). */
+  async discard(jobs: readonly JobRef[]): Promise<void> {
+    for (let i = 0; i < jobs.length; i += ADD_SLICE) {
+      const keys = jobs.slice(i, i + ADD_SLICE).flatMap((j) => (j.data.p ? [this.keys.payload(j.data.p)] : []));
+      if (keys.length > 0) await this.redis.del(...keys);
+    }
+  }
+
+  /**
+   * One job per partition with ops: inline when small (live traffic) unless `payloadsOnly`,
+   * else a reference to a payload, whose write is returned in `stored`.
+   */
+  private pack(epoch: string, batch: Batch, payloadsOnly: boolean): { jobs: JobRef[]; stored: Promise<unknown>[] } {
+    const jobs: JobRef[] = [];
     const stored: Promise<unknown>[] = [];
     const pending = this.datacenters.flatMap((dc) => [dc, '1']);
     batch.ops.forEach((all, partition) => {
       if (all.length === 0) return;
       const ops = coalesce(all);
       const packed = encodeOps(ops);
-      if (packed.length <= INLINE_MAX_BYTES) {
+      if (!payloadsOnly && packed.length <= INLINE_MAX_BYTES) {
         // Small (live traffic): inline, which saves a round trip on each side.
         jobs.push({ partition, data: { ...encodeJob(epoch, ops, packed), c: 1 } });
         return;
@@ -75,18 +130,7 @@ export class FanoutProducer {
       stored.push(this.redis.hset(this.keys.payload(id), 'd', packed, ...pending));
       jobs.push({ partition, data: { ...encodeJobRef(epoch, id, ops), c: 1 } });
     });
-    if (jobs.length === 0) return 0;
-    await Promise.all(stored);
-    const adds: Promise<unknown>[] = [];
-    for (const { partition, data } of jobs) {
-      for (const dc of this.datacenters) {
-        adds.push(this.queue(dc, partition).add(JOB_NAME, data, { attempts: 1, removeOnComplete: true, removeOnFail: 1_000 }));
-      }
-    }
-    const results = await Promise.allSettled(adds);
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
-    return adds.length;
+    return { jobs, stored };
   }
 
   async close(): Promise<void> {

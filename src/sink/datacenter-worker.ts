@@ -20,7 +20,7 @@ import { Lifecycle, type LifecycleState } from '../coordination/lifecycle.js';
 import { RedisRestartDetector, connectRedis } from '../coordination/redis.js';
 import { errorMessage, McreplError } from '../errors.js';
 import { DeadLetterStore } from '../fanout/dead-letters.js';
-import { corrupt, decodeJobOps, readJob, type JobData } from '../fanout/job-codec.js';
+import { corrupt, readJob, sliceJobOps, type JobData } from '../fanout/job-codec.js';
 import type { Op } from '../fanout/op.js';
 import { printableKey, type FlushMarkerOp } from '../fanout/op.js';
 import { RedisKeys } from '../fanout/redis-keys.js';
@@ -34,6 +34,13 @@ import { ServerChannel, chooseWarmSource, linkPeers, type ChannelStore, type Ref
 import { createRoute } from './routing.js';
 
 export type WorkerState = LifecycleState;
+
+/**
+ * A job's ops are decoded and applied this many at a time: a job of any size costs the same
+ * bounded memory and never holds the event loop for long (the tailer's jobs hold at most
+ * tailer.batchMaxOps, 5,000 by default, so most are one slice).
+ */
+const APPLY_SLICE_OPS = 5_000;
 
 /** Flush records expire after a week. */
 const FLUSH_RECORD_TTL_S = 7 * 24 * 3600;
@@ -233,20 +240,22 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     return work.finally(() => this.inProgress.delete(p));
   }
 
-  /** Applies one job's ops; throws if it cannot (shutdown, or a bug). */
+  /** Applies one job's ops, a slice at a time; throws if it cannot (shutdown, or a bug). */
   private async process(p: number, data: JobData, jobId?: string): Promise<void> {
     let epoch: string;
-    let ops: Op[] = [];
+    let slices: Iterable<Op[]> = [];
     let payloadKey = '';
     let lastT: number | undefined;
     let coalesced = false;
+    let asDeletes = false;
     const wm = this.watermarks.get(p);
     try {
       const job = readJob(data);
       epoch = job.epoch;
       coalesced = job.coalesced;
+      asDeletes = job.asDeletes;
       if ('inline' in job) {
-        ops = decodeJobOps(job.inline, job.count);
+        slices = sliceJobOps(job.inline, job.count, APPLY_SLICE_OPS);
       } else {
         payloadKey = this.keys.payload(job.payload);
         lastT = job.lastT;
@@ -254,7 +263,7 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
         if (!(wm && wm.epoch === epoch && job.lastT <= wm.t)) {
           const buf = await this.redis.hgetBuffer(payloadKey, 'd');
           if (!buf) throw corrupt(`its ops (${payloadKey}) are gone from Redis`);
-          ops = decodeJobOps(buf, job.count);
+          slices = sliceJobOps(buf, job.count, APPLY_SLICE_OPS);
         }
       }
     } catch (err) {
@@ -269,18 +278,24 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     }
     // Ops at or below the watermark were applied already (a replay); the rest, split in one pass.
     const floor = wm && wm.epoch === epoch ? wm.t : -Infinity;
-    const writes: WriteableOp[] = [];
     const markers: FlushMarkerOp[] = [];
-    for (const op of ops) {
-      if (op.t <= floor) continue;
-      if (op.kind === 'flush') markers.push(op);
-      else writes.push(op);
+    let fresh = 0;
+    let last: number | undefined;
+    for (const ops of slices) {
+      const writes: WriteableOp[] = [];
+      for (const op of ops) {
+        if (op.t <= floor) continue;
+        if (op.kind !== 'flush') writes.push(asDeletes && op.kind === 'set' ? { kind: 'delete', t: op.t, nsId: op.nsId, key: op.key } : op);
+        else if (!asDeletes) markers.push(op);
+      }
+      fresh += writes.length;
+      last = ops[ops.length - 1]?.t ?? last;
+      // A subset of distinct-key ops still concerns distinct keys; a slice of a job that was
+      // not coalesced is coalesced on its own (slices are applied one after the other).
+      await this.applier.apply(writes, coalesced);
     }
-    const fresh = writes.length + markers.length;
-    // A subset of distinct-key ops still concerns distinct keys.
-    await this.applier.apply(writes, coalesced);
-
-    const last = lastT ?? ops[ops.length - 1]?.t;
+    fresh += markers.length;
+    last = lastT ?? last;
     const advance = last !== undefined && (!wm || wm.epoch !== epoch || last > wm.t);
     // Only the lease holder records progress, and the watermark never moves back.
     await this.lease.fenced(
@@ -288,7 +303,7 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
       [this.keys.applied(this.dc), ...markers.map((m) => this.keys.flushDone(m.flushId, m.token, this.dc))],
       [String(p), epoch, advance ? String(last) : '', String(FLUSH_RECORD_TTL_S), payloadKey, this.dc],
     );
-    if (advance) this.watermarks.set(p, { epoch, t: last });
+    if (advance) this.watermarks.set(p, { epoch, t: last! });
     for (const marker of markers) this.logger.debug({ partition: p, flushId: marker.flushId, nsId: marker.nsId }, 'flush marker applied');
     this.stats.jobs++;
     this.stats.ops += fresh;

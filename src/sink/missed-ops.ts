@@ -56,6 +56,9 @@ if removed > 0 then
 end
 return removed`;
 
+/** Ops kept per script call. */
+const ADD_SLICE = 1_000;
+
 export class RedisMissedOpStore implements MissedOpStore {
   private readonly hash: string;
   private readonly bytes: string;
@@ -73,11 +76,15 @@ export class RedisMissedOpStore implements MissedOpStore {
   }
 
   async add(ops: readonly WriteableOp[]): Promise<boolean> {
-    if (ops.length === 0) return true;
-    const args: (string | Buffer)[] = [String(this.maxKeys), String(this.maxBytes)];
-    for (const op of ops) args.push(op.key, encodeOps([op]));
-    const n = (await runScript(this.redis, ADD, [this.hash, this.bytes], args)) as number;
-    return n >= 0;
+    // A script call per ADD_SLICE ops: a script's arguments are a Lua stack, which a whole
+    // large job would overflow (and one long script would hold Redis for everyone).
+    for (let i = 0; i < ops.length; i += ADD_SLICE) {
+      const args: (string | Buffer)[] = [String(this.maxKeys), String(this.maxBytes)];
+      for (let j = i; j < Math.min(ops.length, i + ADD_SLICE); j++) args.push(ops[j]!.key, encodeOps([ops[j]!]));
+      const n = (await runScript(this.redis, ADD, [this.hash, this.bytes], args)) as number;
+      if (n < 0) return false; // overflowed: everything kept is gone, the server will be flushed
+    }
+    return true;
   }
 
   count(): Promise<number> {

@@ -10,6 +10,10 @@
  *   transaction is dropped and arrives again whole.
  * - Error 1236 (the binlog we need was purged) is fatal: retrying cannot help.
  * - zongji has no backpressure; pause() stops reading the socket.
+ * - A transaction of any size streams through: its rows are handed over in chunks of at most
+ *   `chunkRows` (`rows`) as they arrive, and its end (`transaction`, with the rest of its rows)
+ *   says whether it committed, so nothing holds a whole transaction in memory. Small
+ *   transactions arrive whole in their `transaction` event, as before.
  */
 import { EventEmitter } from 'node:events';
 import ZongJi, { type AnyBinlogEvent, type QueryEvent, type WriteRowsEvent, type RowsEvent } from '@vlasky/zongji';
@@ -26,10 +30,28 @@ export interface BinlogRow {
    * receive INSERTs), or part of a two-phase XA transaction (not supported).
    */
   unexpected?: 'update' | 'delete' | 'xa';
+  /** Time of the row's statement (its rows event), unix seconds: TTLs count from it. */
+  timeSec: number;
+}
+
+/** Rows of a transaction still open (more follow; its end comes as a `transaction`). */
+export interface BinlogRowChunk {
+  rows: BinlogRow[];
+  gtid?: string;
 }
 
 export interface BinlogTransaction {
+  /** Its rows, or the rows after those already handed over in `rows` chunks (`streamed`). */
   rows: BinlogRow[];
+  /** Some of its rows were handed over before, in `rows` chunks. */
+  streamed?: boolean;
+  /**
+   * It ended in ROLLBACK: its rows never happened. Rows already streamed must be discarded;
+   * `rows` is empty.
+   */
+  rolledBack?: boolean;
+  /** A two-phase XA transaction (not supported): its rows, streamed ones too, must not be applied. */
+  xa?: boolean;
   /** GTID of the transaction, when the server has GTIDs. */
   gtid?: string;
   /** Position just after this transaction's commit. */
@@ -39,8 +61,13 @@ export interface BinlogTransaction {
 }
 
 export interface BinlogListenerEvents {
+  /** Rows of the open transaction, handed over before its end (large transactions). */
+  rows: [BinlogRowChunk];
   transaction: [BinlogTransaction];
-  /** Connected and streaming (after each (re)connect), from this position. */
+  /**
+   * Connected and streaming (after each (re)connect), from this position. A transaction that
+   * was streaming when the connection broke is abandoned: it arrives again whole.
+   */
   ready: [Position];
   /** Unrecoverable: the caller must stop. */
   fatal: [Error];
@@ -55,6 +82,8 @@ export interface BinlogListenerOptions {
   heartbeatMs: number;
   /** Silence (no bytes at all) longer than this is a dead connection. */
   stallTimeoutMs: number;
+  /** A transaction's rows are handed over in chunks of at most this many (default 5,000). */
+  chunkRows?: number;
   logger: Logger;
 }
 
@@ -62,7 +91,8 @@ const EVENTS = ['tablemap', 'writerows', 'updaterows', 'deleterows', 'xid', 'que
 
 export class BinlogListener extends EventEmitter<BinlogListenerEvents> {
   private zongji: ZongJi | undefined;
-  private current: { rows: BinlogRow[]; gtid?: string } | undefined;
+  private current: { rows: BinlogRow[]; gtid?: string; streamed?: boolean; xa?: boolean } | undefined;
+  private readonly chunkRows: number;
   /** Where to resume after a reconnect: just after the last transaction handed over. */
   private resumeFrom: Position = {};
   private paused = false;
@@ -75,6 +105,7 @@ export class BinlogListener extends EventEmitter<BinlogListenerEvents> {
   constructor(private readonly opts: BinlogListenerOptions) {
     super();
     this.backoffMs = opts.reconnectInitialMs;
+    this.chunkRows = opts.chunkRows ?? 5_000;
   }
 
   /** The position the listener would resume from now. */
@@ -175,7 +206,7 @@ export class BinlogListener extends EventEmitter<BinlogListenerEvents> {
     switch (name) {
       case 'gtid':
       case 'mariadbgtid':
-        if (this.current && this.current.rows.length > 0) {
+        if (this.current && (this.current.rows.length > 0 || this.current.streamed)) {
           // Every row-carrying group ends with XID or COMMIT; a GTID arriving first means the
           // marker was lost. Hand the rows over rather than drop them.
           this.opts.logger.warn({ gtid: this.current.gtid }, 'transaction without a commit marker; treating it as committed');
@@ -189,14 +220,22 @@ export class BinlogListener extends EventEmitter<BinlogListenerEvents> {
         const e = event as RowsEvent & { rows: unknown[] };
         const table = e.tableMap[e.tableId];
         if (!table || table.tableName !== this.opts.table || table.parentSchema !== this.opts.mysql.database) return;
-        this.current ??= { rows: [], gtid: event.gtid };
+        const cur = (this.current ??= { rows: [], gtid: event.gtid });
+        const timeSec = Math.floor(event.timestamp / 1000);
         if (name === 'writerows') {
-          for (const values of (event as WriteRowsEvent).rows) this.current.rows.push({ values });
+          for (const values of (event as WriteRowsEvent).rows) cur.rows.push({ values, timeSec });
         } else {
           for (const r of e.rows) {
             const values = (name === 'updaterows' ? (r as { after: Record<string, unknown> }).after : r) as Record<string, unknown>;
-            this.current.rows.push({ values, unexpected: name === 'updaterows' ? 'update' : 'delete' });
+            cur.rows.push({ values, unexpected: name === 'updaterows' ? 'update' : 'delete', timeSec });
           }
+        }
+        if (cur.rows.length >= this.chunkRows) {
+          // A large transaction: hand its rows over as they come rather than hold them all.
+          const rows = cur.rows;
+          cur.rows = [];
+          cur.streamed = true;
+          this.emit('rows', { rows, ...(cur.gtid ? { gtid: cur.gtid } : {}) });
         }
         return;
       }
@@ -207,18 +246,22 @@ export class BinlogListener extends EventEmitter<BinlogListenerEvents> {
         // XA COMMIT ... ONE PHASE commits here. A two-phase XA transaction commits later, in a
         // group of its own that carries no rows; its rows are handed over marked, to be
         // dead-lettered rather than applied before (or without) the commit.
-        if (!(event as { onePhase?: boolean }).onePhase) for (const r of this.current?.rows ?? []) r.unexpected = 'xa';
+        if (!(event as { onePhase?: boolean }).onePhase && this.current) {
+          for (const r of this.current.rows) r.unexpected = 'xa';
+          this.current.xa = true;
+        }
         this.commit(z, event.timestamp);
         return;
       case 'query': {
         const q = (event as QueryEvent).query.trim().toUpperCase();
         if (q === 'COMMIT' || q.startsWith('XA COMMIT')) this.commit(z, event.timestamp);
         else if (q === 'ROLLBACK' || q.startsWith('XA ROLLBACK')) {
-          if (this.current && this.current.rows.length > 0) {
-            this.opts.logger.debug({ gtid: this.current.gtid, rows: this.current.rows.length }, 'rolled-back transaction: its rows are ignored');
+          const streamed = this.current?.streamed;
+          if (this.current && (this.current.rows.length > 0 || streamed)) {
+            this.opts.logger.debug({ gtid: this.current.gtid, rows: this.current.rows.length, streamed }, 'rolled-back transaction: its rows are ignored');
           }
-          this.current = { rows: [] };
-          this.commit(z, event.timestamp);
+          this.current = { rows: [], ...(streamed ? { streamed } : {}) };
+          this.commit(z, event.timestamp, true);
         }
         return;
       }
@@ -240,10 +283,14 @@ export class BinlogListener extends EventEmitter<BinlogListenerEvents> {
     return position;
   }
 
-  private commit(z: ZongJi, eventTimeMs: number): void {
+  private commit(z: ZongJi, eventTimeMs: number, rolledBack = false): void {
     const position = this.currentPosition(z);
-    const txn: BinlogTransaction = { rows: this.current?.rows ?? [], position, commitTimeSec: Math.floor(eventTimeMs / 1000) };
-    if (this.current?.gtid) txn.gtid = this.current.gtid;
+    const cur = this.current;
+    const txn: BinlogTransaction = { rows: cur?.rows ?? [], position, commitTimeSec: Math.floor(eventTimeMs / 1000) };
+    if (cur?.gtid) txn.gtid = cur.gtid;
+    if (cur?.streamed) txn.streamed = true;
+    if (cur?.xa) txn.xa = true;
+    if (rolledBack) txn.rolledBack = true;
     this.current = undefined;
     this.resumeFrom = position;
     this.backoffMs = this.opts.reconnectInitialMs;

@@ -6,7 +6,14 @@
  *   2. its dead letters are recorded,
  *   3. only then the checkpoint moves to the position after the batch's last transaction.
  * A crash before (3) replays the batch after restart; workers skip ops they already applied
- * (each op carries its transaction's sequence number `t`, which the checkpoint also saves).
+ * (each op carries its own sequence number `t`, consecutive over the stream; the checkpoint
+ * saves the last one).
+ *
+ * A transaction too large to hold (more than `tailer.batchMaxOps` rows) streams through: each
+ * chunk of its rows is stored in Redis as it arrives (FanoutProducer.stage), invisible to the
+ * workers; at its end, if it committed, its jobs are added in order and then the checkpoint
+ * moves; if it rolled back, its payloads are removed. Memory stays bounded by the chunks in
+ * flight (`tailer.maxPendingBytes`, the same backpressure as for many small transactions).
  */
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
@@ -16,13 +23,13 @@ import { RedisRestartDetector, connectRedis, redisReady } from '../coordination/
 import { Lease, sleep } from '../coordination/lease.js';
 import { Lifecycle, type LifecycleState } from '../coordination/lifecycle.js';
 import { errorMessage, LeaseLostError, McreplError } from '../errors.js';
-import { Batch } from '../fanout/batch.js';
+import { Batch, type StagedTxn } from '../fanout/batch.js';
 import { DeadLetterStore, type DeadLetter } from '../fanout/dead-letters.js';
 import { FanoutProducer, sweepPayloads } from '../fanout/producer.js';
 import { RedisKeys } from '../fanout/redis-keys.js';
 import { recordTopology } from '../fanout/topology.js';
 import type { Logger } from '../observability/logger.js';
-import { BinlogListener, type BinlogTransaction } from './binlog-listener.js';
+import { BinlogListener, type BinlogRow, type BinlogRowChunk, type BinlogTransaction } from './binlog-listener.js';
 import { RedisCheckpointStore, describePosition, type Checkpoint, type CheckpointStore } from './checkpoint-store.js';
 import { assertPreflight, preflight } from './preflight.js';
 import { currentBinlogPosition } from './position.js';
@@ -55,6 +62,8 @@ export interface TailerStats {
   jobs: number;
   deadLetters: number;
   batches: number;
+  /** Chunks of large transactions stored in Redis while they streamed in. */
+  stagedChunks: number;
   lastCheckpoint?: Checkpoint;
 }
 
@@ -91,6 +100,10 @@ export class Tailer extends EventEmitter<TailerEvents> {
   private epoch = '';
   private txnSeq = 0;
   private batch: Batch;
+  /** Batches taken out of turn, to be enqueued before `batch` (a large transaction's end, and what came before it). */
+  private readonly sealed: Batch[] = [];
+  /** A large transaction streaming in: its chunks are being staged in Redis. */
+  private open: StagedTxn | undefined;
   private inFlightBytes = 0;
   private flushing: Promise<void> | undefined;
   private lingerTimer: NodeJS.Timeout | undefined;
@@ -98,7 +111,7 @@ export class Tailer extends EventEmitter<TailerEvents> {
   private lastSaveAt = 0;
   /** When the last batch of ops was taken to be enqueued (performance.now()). */
   private lastFlushAt = -Infinity;
-  readonly stats: TailerStats = { transactions: 0, pauses: 0, ops: 0, jobs: 0, deadLetters: 0, batches: 0 };
+  readonly stats: TailerStats = { transactions: 0, pauses: 0, ops: 0, jobs: 0, deadLetters: 0, batches: 0, stagedChunks: 0 };
   private fatalError: Error | undefined;
 
   constructor(
@@ -126,9 +139,12 @@ export class Tailer extends EventEmitter<TailerEvents> {
       reconnectMaxMs: config.tailer.reconnectMaxMs,
       heartbeatMs: config.tailer.heartbeatMs,
       stallTimeoutMs: config.tailer.stallTimeoutMs,
+      chunkRows: config.tailer.batchMaxOps,
       logger: this.logger,
     });
+    this.listener.on('rows', (chunk) => this.onRows(chunk));
     this.listener.on('transaction', (txn) => this.onTransaction(txn));
+    this.listener.on('ready', () => this.abandonOpen());
     this.listener.on('fatal', (err) => this.fail(err));
     this.lease.on('lost', (err) => this.fail(err));
   }
@@ -212,39 +228,138 @@ export class Tailer extends EventEmitter<TailerEvents> {
     }
   }
 
+  /** Turns rows into ops (each with the next sequence number) in `b`, bad ones into dead letters. */
+  private decodeInto(b: Batch, rows: readonly BinlogRow[], source: string): void {
+    const limits = { maxItemBytes: this.config.memcached.maxItemBytes };
+    for (const row of rows) {
+      const t = ++this.txnSeq;
+      let d = decodeRow(row.values, t, row.timeSec, limits);
+      if (row.unexpected) {
+        const reason =
+          row.unexpected === 'xa'
+            ? `written in a two-phase XA transaction, which mcrepl does not support; not applied (write cache entries outside XA)`
+            : `${row.unexpected.toUpperCase()} on ${STORAGE_TABLE} is not a cache operation (it must only receive INSERTs; is it still ENGINE=BLACKHOLE?)`;
+        const instead = d.ok ? (d.op.kind === 'flush' ? undefined : { kind: 'delete' as const, t, nsId: d.op.nsId, key: d.op.key }) : d.instead;
+        d = { ok: false, reason, row: describeRow(row.values), ...(instead ? { instead } : {}) };
+      }
+      if (d.ok) {
+        b.add(d.op);
+        this.stats.ops++;
+      } else {
+        if (d.instead) b.add(d.instead);
+        this.addDeadLetter(b, { reason: d.reason, row: d.row, source, keyDeleted: d.instead !== undefined });
+      }
+    }
+  }
+
+  /** Rows of a large transaction, before its end: staged in Redis chunk by chunk. */
+  private onRows(chunk: BinlogRowChunk): void {
+    if (this.life.state !== 'running') return;
+    const o = (this.open ??= { refs: [], ready: Promise.resolve(), rows: 0, startSeq: this.txnSeq, deadLetters: [], moreDeadLetters: 0 });
+    if (o.rows === 0) this.logger.info({ gtid: chunk.gtid }, 'a large transaction: staging its ops in Redis as they arrive');
+    this.stageChunk(o, chunk.rows, chunk.gtid ?? describePosition(this.listener.position));
+  }
+
+  private stageChunk(o: StagedTxn, rows: readonly BinlogRow[], source: string): void {
+    const b = new Batch(this.config.partitions, this.txnSeq);
+    this.decodeInto(b, rows, source);
+    o.rows += rows.length;
+    // Recorded if it commits; at most as many as the dead-letter list keeps, the rest counted.
+    const room = Math.max(0, this.config.deadLetters.maxEntries - o.deadLetters.length);
+    o.deadLetters.push(...b.deadLetters.slice(0, room));
+    o.moreDeadLetters += Math.max(0, b.deadLetters.length - room);
+    this.inFlightBytes += b.bytes;
+    this.applyPressure();
+    const prev = o.ready;
+    o.ready = (async () => {
+      await prev; // in order; a failed chunk fails the rest
+      try {
+        if (b.opCount > 0) o.refs.push(...(await this.persist('stage a large transaction', () => this.producer.stage(this.epoch, b))));
+        this.stats.stagedChunks++;
+      } finally {
+        this.inFlightBytes -= b.bytes;
+        this.relievePressure();
+      }
+    })();
+    // Reported when the transaction ends (flushLoop); a Redis restart is acted on at once.
+    o.ready.catch((err: unknown) => {
+      if (err instanceof RewindNeeded) this.flushNow();
+      else if (!(err instanceof McreplError && err.code === 'LEASE_LOST')) this.fail(err instanceof Error ? err : new Error(String(err)));
+    });
+  }
+
+  /**
+   * The binlog stream (re)connected: a transaction that was streaming in arrives again whole.
+   * What was staged of it is overwritten under the same payload ids, or swept at the next start.
+   */
+  private abandonOpen(): void {
+    const o = this.open;
+    if (!o) return;
+    this.open = undefined;
+    this.txnSeq = o.startSeq;
+    this.logger.warn({ rows: o.rows }, 'binlog stream reconnected in the middle of a large transaction: reading it again');
+  }
+
   private onTransaction(txn: BinlogTransaction): void {
     if (this.life.state !== 'running') return;
     this.stats.transactions++;
-    const b = this.batch;
-    if (txn.rows.length > 0) {
-      const t = ++this.txnSeq;
-      const source = txn.gtid ?? describePosition(txn.position);
-      for (const row of txn.rows) {
-        let d = decodeRow(row.values, t, txn.commitTimeSec, { maxItemBytes: this.config.memcached.maxItemBytes });
-        if (row.unexpected) {
-          const reason =
-            row.unexpected === 'xa'
-              ? `written in a two-phase XA transaction, which mcrepl does not support; not applied (write cache entries outside XA)`
-              : `${row.unexpected.toUpperCase()} on ${STORAGE_TABLE} is not a cache operation (it must only receive INSERTs; is it still ENGINE=BLACKHOLE?)`;
-          const instead = d.ok ? (d.op.kind === 'flush' ? undefined : { kind: 'delete' as const, t, nsId: d.op.nsId, key: d.op.key }) : d.instead;
-          d = { ok: false, reason, row: describeRow(row.values), ...(instead ? { instead } : {}) };
-        }
-        if (d.ok) {
-          b.add(d.op);
-          this.stats.ops++;
-        } else {
-          if (d.instead) b.add(d.instead);
-          this.addDeadLetter(b, { reason: d.reason, row: d.row, source, keyDeleted: d.instead !== undefined });
+    const source = txn.gtid ?? describePosition(txn.position);
+    const o = this.open;
+    this.open = undefined;
+    if (o || txn.streamed) {
+      if (!o) {
+        // Its first rows came while this tailer was not running yet: it cannot be whole.
+        this.fail(new McreplError('PARTIAL_TRANSACTION', `transaction ${source} arrived without its first rows; restart the tailer to read it again`));
+        return;
+      }
+      if (txn.rolledBack) o.outcome = 'rollback';
+      else {
+        this.stageChunk(o, txn.rows, source);
+        o.outcome = txn.xa ? 'xa' : 'commit';
+      }
+      // It goes after what came before it, and before what comes after.
+      if (!this.batch.isEmpty) this.sealed.push(this.batch);
+      const staged = new Batch(this.config.partitions, this.txnSeq);
+      staged.staged = o;
+      staged.commit(txn.position, this.txnSeq);
+      if (o.outcome !== 'rollback') {
+        staged.deadLetters.push(...o.deadLetters);
+        if (o.moreDeadLetters > 0) {
+          this.addDeadLetter(staged, { reason: `${o.moreDeadLetters} more bad rows in this transaction than the dead-letter list keeps; their keys were deleted where usable`, row: { rows: o.rows }, source, keyDeleted: false });
         }
       }
+      if (o.outcome === 'xa') {
+        this.addDeadLetter(staged, {
+          reason: `a two-phase XA transaction of ${o.rows} rows, which mcrepl does not support: not applied (write cache entries outside XA)`,
+          row: { rows: o.rows },
+          source,
+          keyDeleted: true,
+        });
+      }
+      this.sealed.push(staged);
+      this.batch = new Batch(this.config.partitions, this.txnSeq);
+      this.logger.info({ rows: o.rows, outcome: o.outcome, source }, 'a large transaction ended');
+      this.flushNow();
+      return;
     }
+    const b = this.batch;
+    if (txn.rows.length > 0) this.decodeInto(b, txn.rows, source);
     b.commit(txn.position, this.txnSeq);
-    if (this.inFlightBytes + b.bytes > this.config.tailer.maxPendingBytes && !this.listener.isPaused) {
-      this.logger.debug({ pendingBytes: this.inFlightBytes + b.bytes }, 'backpressure: pausing the binlog stream');
+    this.applyPressure();
+    this.scheduleFlush();
+  }
+
+  /** Stops reading the binlog while too much waits to be enqueued or staged. */
+  private applyPressure(): void {
+    if (this.inFlightBytes + this.batch.bytes > this.config.tailer.maxPendingBytes && !this.listener.isPaused) {
+      this.logger.debug({ pendingBytes: this.inFlightBytes + this.batch.bytes }, 'backpressure: pausing the binlog stream');
       this.stats.pauses++;
       this.listener.pause();
     }
-    this.scheduleFlush();
+  }
+
+  private relievePressure(): void {
+    if (this.listener.isPaused && this.inFlightBytes + this.batch.bytes < this.config.tailer.maxPendingBytes / 2) this.listener.resume();
   }
 
   private addDeadLetter(b: Batch, d: { reason: string; row: Record<string, unknown>; source: string; keyDeleted: boolean }): void {
@@ -258,7 +373,8 @@ export class Tailer extends EventEmitter<TailerEvents> {
     if (this.flushing) return; // the running flush picks the batch up when it finishes
     const b = this.batch;
     const cfg = this.config.tailer;
-    if (b.opCount > 0 || b.deadLetters.length > 0) {
+    if (this.sealed.length > 0) this.flushNow();
+    else if (b.opCount > 0 || b.deadLetters.length > 0) {
       const wait = this.dueIn(b);
       if (wait <= 0) this.flushNow();
       else this.lingerTimer ??= setTimeout(() => this.flushNow(), wait);
@@ -286,21 +402,35 @@ export class Tailer extends EventEmitter<TailerEvents> {
     if (this.flushing || this.fatalError) return;
     this.flushing = this.flushLoop().finally(() => {
       this.flushing = undefined;
-      if (!this.batch.isEmpty && this.life.state === 'running') this.scheduleFlush();
+      if ((!this.batch.isEmpty || this.sealed.length > 0) && this.life.state === 'running') this.scheduleFlush();
     });
   }
 
   private async flushLoop(): Promise<void> {
     for (;;) {
-      const b = this.batch;
-      if (b.isEmpty || this.fatalError) return;
-      this.batch = new Batch(this.config.partitions, this.txnSeq);
+      if (this.fatalError) return;
+      if (this.rewindRequested) {
+        await this.rewind();
+        return;
+      }
+      let b = this.sealed.shift();
+      if (!b) {
+        b = this.batch;
+        if (b.isEmpty) return;
+        this.batch = new Batch(this.config.partitions, this.txnSeq);
+      }
       if (b.opCount > 0 || b.deadLetters.length > 0) this.lastFlushAt = performance.now();
       this.inFlightBytes += b.bytes;
       try {
         if (b.opCount > 0) {
           const jobs = await this.persist('enqueue jobs', () => this.producer.enqueue(this.epoch, b));
           this.stats.jobs += jobs;
+        }
+        const staged = b.staged;
+        if (staged) {
+          await staged.ready;
+          if (staged.outcome === 'rollback') await this.persist('remove a rolled-back transaction', () => this.producer.discard(staged.refs));
+          else this.stats.jobs += await this.persist('enqueue a large transaction', () => this.producer.add(staged.refs, staged.outcome === 'xa' ? { x: 1 } : {}));
         }
         if (b.deadLetters.length > 0) await this.persist('record dead letters', () => this.deadLetters.add(b.deadLetters));
         if (b.position) {
@@ -321,13 +451,11 @@ export class Tailer extends EventEmitter<TailerEvents> {
         return;
       }
       this.inFlightBytes -= b.bytes;
-      if (this.listener.isPaused && this.inFlightBytes + this.batch.bytes < this.config.tailer.maxPendingBytes / 2) {
-        this.listener.resume();
-      }
+      this.relievePressure();
       // Ops that arrived meanwhile go out at once if lingerMs has passed since this batch was
       // taken (under load, what makes batches big), else when it has (scheduleFlush, called
       // when this loop ends). Other tables' commits alone wait for the checkpoint timer.
-      if (this.life.state === 'running') {
+      if (this.life.state === 'running' && this.sealed.length === 0) {
         const next = this.batch;
         if ((next.opCount === 0 && next.deadLetters.length === 0) || this.dueIn(next) > 0) return;
       }
@@ -383,6 +511,8 @@ export class Tailer extends EventEmitter<TailerEvents> {
     this.epoch = cp.epoch;
     this.txnSeq = cp.txnSeq;
     this.batch = new Batch(this.config.partitions, cp.txnSeq);
+    this.sealed.length = 0;
+    this.open = undefined;
     this.inFlightBytes = 0;
     this.listener.resume();
     if (this.life.state === 'running') this.listener.start(cp.position);
@@ -407,7 +537,7 @@ export class Tailer extends EventEmitter<TailerEvents> {
     await this.listener.stop();
     if (!failed && !this.fatalError && this.lease.isHeld) {
       if (this.flushing) await this.flushing;
-      if (!this.batch.isEmpty) {
+      if (!this.batch.isEmpty || this.sealed.length > 0) {
         this.flushNow();
         await this.flushing;
       }

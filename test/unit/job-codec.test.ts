@@ -49,7 +49,7 @@ describe('encodeJob / decodeJob round trip', () => {
     assert.equal(parsePayloadId('nonsense'), undefined);
     const job = JSON.parse(JSON.stringify(encodeJobRef('ep-1:x', id, ops))) as JobData;
     assert.deepEqual(job, { v: JOB_FORMAT_VERSION, e: 'ep-1:x', n: 2, p: id, lt: 9 });
-    assert.deepEqual(readJob(job), { epoch: 'ep-1:x', count: 2, coalesced: false, payload: id, lastT: 9 });
+    assert.deepEqual(readJob(job), { epoch: 'ep-1:x', count: 2, coalesced: false, asDeletes: false, payload: id, lastT: 9 });
     assert.equal(readJob({ ...job, c: 1 }).coalesced, true, 'a job whose producer coalesced its ops says so');
     assert.throws(() => readJob({ ...job, p: undefined }), { message: 'corrupt job payload: no payload reference' });
   });

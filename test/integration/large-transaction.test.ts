@@ -1,0 +1,129 @@
+/**
+ * A transaction of any size: one INSERT ... SELECT of 100,000 rows streams through the tailer in
+ * chunks (never held whole), staged in Redis until its end, and is applied everywhere, also with
+ * a memcached server down while it is applied and the data center's worker group killed
+ * (SIGKILL) in the middle. A large transaction that ends in ROLLBACK leaves nothing behind.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { after, afterEach, test } from 'node:test';
+import { mysqlFor } from '../../src/registry/accounts.js';
+import { RedisKeys } from '../../src/fanout/redis-keys.js';
+import type { Tailer } from '../../src/source/tailer.js';
+import type { BinlogListener } from '../../src/source/binlog-listener.js';
+import { check } from '../../scripts/harness.js';
+import { textGet } from '../../scripts/memcached-text.js';
+import { McreplProcess, writeConfigFile } from '../helpers/cli.js';
+import { createTestEnv, layout, type TestEnv } from '../helpers/env.js';
+import { PrivateMemcached } from '../helpers/memcached-server.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+const cleanup: (() => Promise<void>)[] = [];
+const runCleanup = async () => {
+  while (cleanup.length) await cleanup.pop()!().catch(() => undefined);
+};
+afterEach(runCleanup);
+after(runCleanup);
+
+const stackServer = (name: string) => `127.0.0.1:${layout.memcached.find((m) => m.name === name)!.port}`;
+
+/** Peak resident memory of a live process (VmHWM), MB. */
+function peakRssMb(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+function adminOptions(env: TestEnv) {
+  const c = mysqlFor(env.config.mysql, 'admin');
+  return { host: c.host, port: c.port, user: c.user, password: c.password ?? '', database: c.database };
+}
+
+async function payloadCount(env: TestEnv): Promise<number> {
+  let n = 0;
+  let cursor = '0';
+  do {
+    const [next, found] = await env.redis.scan(cursor, 'MATCH', new RedisKeys(env.prefix).payloadPattern, 'COUNT', 1000);
+    cursor = next;
+    n += found.length;
+  } while (cursor !== '0');
+  return n;
+}
+
+const LEASE_TROUBLE = /lost the lease|not renewed in time|lease renewal was late/;
+
+test('a 100,000-row transaction streams through in chunks and converges everywhere, with a server down and the worker group killed midway', async (t) => {
+  const N = 100_000;
+  const down = await PrivateMemcached.create();
+  cleanup.push(() => down.stop());
+  await down.start();
+  const env = await createTestEnv({
+    partitions: 1,
+    overrides: { 'datacenters.east': { servers: [stackServer('east-1'), down.address] }, 'memcached.timeoutMs': 500, 'worker.shutdownGraceMs': 500 },
+  });
+  cleanup.push(() => env.teardown());
+  const keys = new RedisKeys(env.prefix);
+  await env.sql.query("CALL create_namespace(50, 'bulk')");
+  const configFile = writeConfigFile(env.config);
+  await env.startWorker('west');
+  let east = new McreplProcess(['-c', configFile, 'worker', 'east']);
+  cleanup.push(async () => east.kill('SIGKILL'));
+  await east.waitForOutput(/"msg":"mcrepl ready"/);
+  const tailer = new McreplProcess(['-c', configFile, 'tailer']);
+  cleanup.push(async () => tailer.kill('SIGKILL'));
+  await tailer.waitForOutput(/"msg":"mcrepl ready"/);
+
+  await down.stop();
+  const prefix = `${env.prefix}:big:`;
+  // One statement, one transaction (the issue's bulk load, 10× smaller).
+  await env.root.query(`INSERT INTO mc_storage (ns_id, mc_key, mc_value) SELECT 50, CONCAT(?, seq), CONCAT('v', seq, ?) FROM seq_1_to_${N}`, [prefix, 'x'.repeat(80)]);
+  const last = `${prefix}${N}`;
+
+  // Killed in the middle: once it has applied a first chunk of the transaction.
+  await waitFor(async () => Number((await env.redis.hget(keys.applied('east'), '0'))?.split(':').at(-1) ?? 0) > 0, { timeoutMs: 60_000, intervalMs: 5, message: 'east applied a first chunk' });
+  east.kill('SIGKILL');
+  await east.exited;
+  const firstEast = east;
+  east = new McreplProcess(['-c', configFile, 'worker', 'east']);
+  await down.start();
+  await waitFor(async () => (await Promise.all(env.servers.map((s) => textGet(s, last)))).every((v) => v !== null), { timeoutMs: 120_000, message: 'every server holds the last key' });
+
+  const result = await check(adminOptions(env), env.servers, [], { nsId: 50 });
+  assert.equal(result.liveKeys.size, N, 'the registry holds every key');
+  assert.equal(result.divergent.size, 0, `divergent keys: ${JSON.stringify([...result.divergent.values()].slice(0, 3))}`);
+  assert.equal(result.present, N * env.servers.length, 'every key on every server');
+
+  // Streamed: staged chunk by chunk, not held whole.
+  await tailer.waitForOutput(/"msg":"a large transaction ended"/);
+  const ended = JSON.parse(tailer.stdout.split('\n').find((l) => l.includes('"msg":"a large transaction ended"'))!) as { rows: number; outcome: string };
+  assert.deepEqual([ended.rows, ended.outcome], [N, 'commit']);
+  const tailerPeak = peakRssMb(tailer.child.pid!);
+  const eastPeak = peakRssMb(east.child.pid!);
+  t.diagnostic(`peak RSS: tailer ${tailerPeak.toFixed(0)} MB, east worker ${eastPeak.toFixed(0)} MB`);
+  assert.ok(tailerPeak <= 200, `tailer peak RSS ${tailerPeak.toFixed(0)} MB`);
+  assert.ok(eastPeak <= 200, `worker peak RSS ${eastPeak.toFixed(0)} MB`);
+  for (const p of [tailer, firstEast, east]) assert.doesNotMatch(p.stdout + p.stderr, LEASE_TROUBLE);
+  assert.doesNotMatch(tailer.stdout, /"msg":"tailer failed"|"msg":"mcrepl restarting/);
+  await waitFor(async () => (await payloadCount(env)) === 0, { message: 'no payload left once every data center applied them' });
+});
+
+test('a large transaction that ends in ROLLBACK applies nothing and leaves no payload behind', async () => {
+  // MariaDB never logs a rolled-back mc_storage row (it is in the transaction cache), but a
+  // server that did would end the group with ROLLBACK after the rows were streamed: played
+  // through the listener's own events here.
+  const env = await createTestEnv({ partitions: 2, overrides: { 'tailer.batchMaxOps': 100 } });
+  cleanup.push(() => env.teardown());
+  await env.sql.query("CALL create_namespace(51, 'rolled-back')");
+  const { tailer } = await env.startPipeline();
+  const listener = (tailer as unknown as { listener: BinlogListener }).listener;
+  const row = (key: string) => ({ values: { ns_id: 51, mc_key: Buffer.from(key), mc_value: Buffer.from('never'), expire: 0, op: 'set', flush_id: null, problem: null }, timeSec: Math.floor(Date.now() / 1000) });
+  const ghosts = Array.from({ length: 1_000 }, () => env.key('ghost'));
+  for (let i = 0; i < ghosts.length; i += 100) listener.emit('rows', { rows: ghosts.slice(i, i + 100).map(row) });
+  await waitFor(() => (tailer as Tailer).stats.stagedChunks === 10, { message: 'ten chunks staged' });
+  assert.ok((await payloadCount(env)) > 0, 'the chunks are in Redis, waiting for the end of their transaction');
+  listener.emit('transaction', { rows: [], streamed: true, rolledBack: true, position: listener.position, commitTimeSec: Math.floor(Date.now() / 1000) });
+  const k = env.key('after');
+  await env.sql.query('CALL set_key(51, ?, ?, 0)', [k, 'committed']);
+  await waitFor(async () => (await env.readEverywhere(k)).every((v) => v?.toString() === 'committed'), { message: 'a later transaction applied' });
+  for (const g of [ghosts[0]!, ghosts.at(-1)!]) assert.deepEqual(await env.readEverywhere(g), [null, null, null, null], `${g} never applied`);
+  await waitFor(async () => (await payloadCount(env)) === 0, { message: 'the rolled-back chunks removed from Redis' });
+});

@@ -182,11 +182,13 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
       if (topology && !topology.datacenters.includes(this.dc)) {
         this.logger.warn({ dc: this.dc, fedByTailer: topology.datacenters }, 'the tailer does not feed this data center (add it to the tailer config)');
       }
-      // Each server picks up where the previous worker left it (missed ops, flush needed).
-      const serverStates = await this.redis.hgetall(this.keys.servers(this.dc));
-      await Promise.all(this.channels.map((c) => c.start(serverStateOf(serverStates[c.address]))));
-      this.rewarmIncomplete();
       const saved = await this.redis.hgetall(this.keys.applied(this.dc));
+      // Each server picks up where the previous worker left it (missed ops, flush needed); one
+      // without a record is complete only if this data center has applied nothing yet.
+      const serverStates = await this.redis.hgetall(this.keys.servers(this.dc));
+      const hasHistory = Object.keys(saved).length > 0;
+      await Promise.all(this.channels.map((c) => c.start(serverStateOf(serverStates[c.address]), hasHistory)));
+      this.rewarmIncomplete();
       for (const [p, v] of Object.entries(saved)) {
         const i = v.lastIndexOf(':');
         this.watermarks.set(Number(p), { epoch: v.slice(0, i), t: Number(v.slice(i + 1)) });

@@ -15,8 +15,9 @@
  * The dirty mark is saved (ChannelStore) before a job completes without the server, so a worker
  * that crashes meanwhile cannot leave a stale server behind.
  *
- * A server is *complete* when it holds every key it should (as far as anyone knows): it lost
- * nothing, or it was warmed from a complete peer. One that restarted or was flushed is not, until
+ * A server is *complete* when mcrepl knows it holds every key it should: it has seen every op
+ * since the data center's stream began and lost nothing, or it was warmed from a complete peer.
+ * A server with no saved state in a data center that has applied ops before is not (see start). One that restarted or was flushed is not, until
  * a warm from a complete peer; it may be warmed from an incomplete peer, or start empty, when no
  * complete one is healthy (after waiting `warmWaitMs` for one that is down but may come back with
  * its data), and is then warmed again (`rewarm`) once a complete peer is healthy. Without that,
@@ -218,12 +219,16 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
 
   /**
    * Picks up where a previous worker left the server (its saved state and missed ops), or asks
-   * the server who it is.
+   * the server who it is. A server with no saved state (new in the config, or its state lost)
+   * is complete only if it has seen the stream from its start (`dcHasHistory` false: this data
+   * center has applied nothing yet); otherwise it missed what came before and is warmed from a
+   * complete peer, never chosen as one.
    */
-  async start(saved: SavedServerState | undefined): Promise<void> {
+  async start(saved: SavedServerState | undefined, dcHasHistory: boolean): Promise<void> {
     this.identity = saved?.identity;
     this.mustFlush = saved?.mustFlush ?? false;
-    this._complete = saved?.complete ?? true;
+    this._complete = saved ? saved.complete !== false : !dcHasHistory;
+    if (!saved && dcHasHistory) this.opts.logger.warn({ server: this.address }, 'a server mcrepl has no record of (new in the config, or its state was lost): it counts as missing keys until it is warmed from a complete peer');
     const missed = await this.opts.missed.count();
     if (this.mustFlush || missed > 0 || (saved && saved.health !== 'healthy')) {
       this.opts.logger.warn({ server: this.address, missed, mustFlush: this.mustFlush }, 'server was not up to date when the previous worker stopped: recovering it first');

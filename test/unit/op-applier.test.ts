@@ -86,7 +86,12 @@ interface Setup {
   controller: AbortController;
 }
 
-async function setup(writers: FakeWriter[], over: Partial<ChannelOptions> & { missedMaxKeys?: number } = {}, previous: Record<string, SavedServerState> = {}): Promise<Setup> {
+async function setup(
+  writers: FakeWriter[],
+  over: Partial<ChannelOptions> & { missedMaxKeys?: number } = {},
+  previous: Record<string, SavedServerState> = {},
+  dcHasHistory = false,
+): Promise<Setup> {
   const refusals: Refusal[] = [];
   const controller = new AbortController();
   controllers.push(controller);
@@ -119,7 +124,7 @@ async function setup(writers: FakeWriter[], over: Partial<ChannelOptions> & { mi
       }),
   );
   const rewarmIncomplete = linkPeers(channels);
-  for (const c of channels) await c.start(previous[c.address]);
+  for (const c of channels) await c.start(previous[c.address], dcHasHistory);
   rewarmIncomplete();
   const applier = new OpApplier(channels, new ReplicateRoute(channels.length), { logger: silentLogger, signal: controller.signal });
   return { channels, missed, applier, refusals, saved, warmed, sources, controller };
@@ -457,6 +462,35 @@ describe('OpApplier and server channels', () => {
     await until(() => sources.length === 1 && channels[0]!.health === 'healthy');
     assert.deepEqual(sources, ['m1:1<-m2:1']);
     assert.equal(channels[0]!.complete, true);
+  });
+
+  test('a server with no saved state, in a data center that applied ops before, is not complete: warmed from the complete peer, never its source', { timeout: 2_000 }, async () => {
+    const known: SavedServerState = { health: 'healthy', mustFlush: false, identity: { pid: 100, startedAt: 1_000 } };
+    const fresh = new FakeWriter('new:1');
+    const { channels, sources } = await setup([new FakeWriter('m1:1'), fresh], {}, { 'm1:1': known }, true);
+    await until(() => sources.length === 1 && channels[1]!.health === 'healthy');
+    assert.deepEqual(sources, ['new:1<-m1:1'], 'the new server is warmed from the known one');
+    assert.equal(channels[1]!.complete, true, 'complete once warmed from a complete peer');
+
+  });
+
+  test('a known server that restarts empty while its only healthy peer is a new, unwarmed server stays incomplete after copying it', { timeout: 2_000 }, async () => {
+    const m1 = new FakeWriter('m1:1');
+    m1.up = false; // down when the worker starts: the new server has nobody to be warmed from
+    const { channels, sources } = await setup([m1, new FakeWriter('new:1')], { warmWaitMs: 0 }, { 'm1:1': { health: 'healthy', mustFlush: false, identity: { pid: 100, startedAt: 1_000 } } }, true);
+    await until(() => channels[1]!.health === 'healthy');
+    assert.equal(channels[1]!.complete, false, 'the new server is not assumed complete');
+    m1.id = { pid: 101, startedAt: 2_000 }; // it comes back restarted, empty
+    m1.up = true;
+    await until(() => channels[0]!.health === 'healthy');
+    assert.deepEqual(sources, ['m1:1<-new:1']);
+    assert.deepEqual(channels.map((c) => c.complete), [false, false], 'a copy of an empty server never makes one complete');
+  });
+
+  test('in a new data center (nothing applied yet) a server with no saved state is complete: it sees the stream from its start', { timeout: 2_000 }, async () => {
+    const { channels, sources } = await setup([new FakeWriter('m1:1'), new FakeWriter('m2:1')]);
+    assert.deepEqual(channels.map((c) => c.complete), [true, true]);
+    assert.deepEqual(sources, []);
   });
 
   test('a server a previous worker left needing a flush is flushed and warmed before its first write', { timeout: 2_000 }, async () => {

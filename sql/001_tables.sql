@@ -16,7 +16,9 @@
 --                  must reach the binlog so mcrepl can dead-letter it with its reason.
 --                  `problem` is filled by the trigger when the row is invalid.
 -- mc_stored_keys   the key registry (InnoDB), kept by the trigger on mc_storage: one row per live
---                  key, with the namespace that last wrote it. Used by flush and verify.
+--                  key, with the namespace that last wrote it. Used by flush and verify. Rows
+--                  whose expiry passed are removed by mc_sweep_expired() (040_registry_expiry.sql),
+--                  which the active tailer calls; the index on expires_at is for it.
 -- mc_flushes       one row per namespace flush request; its id and random token travel in the
 --                  flush marker (the token keeps flush ids unique even after a reinstall).
 -- =============================================================================================
@@ -55,7 +57,8 @@ CREATE TABLE IF NOT EXISTS mc_stored_keys (
   expires_at BIGINT         NULL COMMENT 'unix seconds; NULL = never',
   value_len  INT UNSIGNED   NOT NULL,
   value_md5  BINARY(16)     NOT NULL,
-  KEY ns_key (ns_id, mc_key)
+  KEY ns_key (ns_id, mc_key),
+  KEY expires_at (expires_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 CREATE TABLE IF NOT EXISTS mc_flushes (
@@ -66,3 +69,25 @@ CREATE TABLE IF NOT EXISTS mc_flushes (
   key_count    BIGINT UNSIGNED NOT NULL DEFAULT 0,
   KEY ns_id (ns_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- ---------------------------------------------------------------------------------------------
+-- Upgrades: CREATE TABLE IF NOT EXISTS leaves a table made by an older version as it was, so
+-- what later versions added to a table is added here to installs that lack it. Each step looks
+-- in information_schema first (MySQL 8 has no ADD KEY IF NOT EXISTS), so re-running is a no-op.
+-- The procedure exists only while this file runs.
+--   mc_stored_keys.expires_at index   for mc_sweep_expired() (docs/decisions/0018-registry-expiry.md).
+--                                     InnoDB adds it in place, without blocking writes.
+-- ---------------------------------------------------------------------------------------------
+DROP PROCEDURE IF EXISTS mc_upgrade_tables;
+DELIMITER $$
+CREATE PROCEDURE mc_upgrade_tables()
+MODIFIES SQL DATA
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM information_schema.statistics
+                 WHERE table_schema = DATABASE() AND table_name = 'mc_stored_keys' AND index_name = 'expires_at') THEN
+    ALTER TABLE mc_stored_keys ADD KEY expires_at (expires_at);
+  END IF;
+END $$
+DELIMITER ;
+CALL mc_upgrade_tables();
+DROP PROCEDURE mc_upgrade_tables;

@@ -14,7 +14,11 @@
 --   value       not NULL for a set; key + value + 64 bytes of item overhead within
 --               mc_settings.max_item_bytes
 --   expire      0 (never), 1..2592000 seconds, or a unix timestamp; never negative, and
---               within memcached's 32-bit time
+--               within memcached's 32-bit time. A value above 2592000 is a unix time to
+--               memcached, so one that has already passed (3456000: 40 days meant as seconds,
+--               read as 1970-02-10) is refused: memcached would drop the item at once, so the
+--               set would silently never appear. "Passed" is UNIX_TIMESTAMP() here (the
+--               statement's time); the tailer checks again against the commit time.
 --   flush_id    not NULL for a 'flush' marker
 --
 -- Keys are checked byte-wise through HEX() so the same expression works on MariaDB's PCRE and
@@ -78,6 +82,15 @@ BEGIN
     END IF;
     IF p_expire > 4294967295 THEN
       RETURN CONCAT('expire ', p_expire, ' is beyond the 32-bit unix time memcached accepts');
+    END IF;
+    -- The time is printed in UTC by calendar arithmetic from the epoch, not FROM_UNIXTIME(),
+    -- which uses the session's time zone (CONVERT_TZ() would need the time zone tables).
+    -- UNIX_TIMESTAMP() itself does not depend on the time zone. Same text as the tailer's check
+    -- (src/source/row-decoder.ts).
+    IF p_expire > 2592000 AND p_expire <= UNIX_TIMESTAMP() THEN
+      RETURN CONCAT('expire ', p_expire, ' is above 2592000 (30 days), so memcached reads it as a unix time, and that time (',
+                    DATE_FORMAT(CAST('1970-01-01 00:00:00' AS DATETIME) + INTERVAL p_expire SECOND, '%Y-%m-%d %H:%i:%s'),
+                    ' UTC) has already passed; give seconds up to 2592000 or a future unix time');
     END IF;
     SELECT CAST(value AS SIGNED) INTO v_max_item FROM mc_settings WHERE name = 'max_item_bytes';
     IF LENGTH(p_key) + LENGTH(p_value) + 64 > IFNULL(v_max_item, 1048576) THEN

@@ -8,10 +8,12 @@
 -- set_key(f_ns_id, f_mc_key, f_mc_value, f_expire)
 --   The original interface, same name, parameters and order. Types are widened so nothing is
 --   silently truncated: keys and values are bytes (utf8mb4 text arrives as its UTF-8 bytes).
---   f_expire: 0 = never, 1..2592000 = seconds from the statement's time, larger = unix time.
+--   f_expire: 0 = never, 1..2592000 = seconds from the statement's time, larger = unix time
+--   (which must still be in the future).
 -- Writes: one 'set' row into mc_storage (the trigger upserts mc_stored_keys).
 -- SIGNALs (45000): unknown/NULL namespace; NULL, empty, >250-byte key; key with a space or
---   control byte; NULL value; negative or >32-bit expire; key+value over the item size.
+--   control byte; NULL value; negative or >32-bit expire; expire above 2592000 that is a unix
+--   time already past; key+value over the item size.
 -- ---------------------------------------------------------------------------------------------
 DROP PROCEDURE IF EXISTS set_key;
 DELIMITER $$

@@ -166,6 +166,23 @@ export const workerSchema = z.strictObject({
   shutdownGraceMs: positiveInt.default(10_000),
 });
 
+/** The key registry (mc_stored_keys): the active tailer removes rows of keys that expired. */
+export const registrySchema = z.strictObject({
+  /**
+   * How often the active tailer removes expired rows from the key registry (ms); 0 = never
+   * (the registry then keeps a row for every key ever set until a flush or delete).
+   */
+  sweepIntervalMs: nonNegativeInt.default(60_000),
+  /** Rows removed per DELETE, each its own short transaction; a sweep repeats while batches come back full. */
+  sweepBatch: z.coerce.number().int().min(1).max(100_000).default(1_000),
+  /**
+   * A key's row is removed only this long after its expiry (s): memcached may hold the key a
+   * little longer than MySQL's clock says (the TTL counts from the commit, not the statement;
+   * clock skew), and a flush must still find it meanwhile.
+   */
+  sweepGraceS: z.coerce.number().int().min(0).max(2_592_000).default(600),
+});
+
 export const configSchema = z
   .object({
     mysql: mysqlSchema.prefault({}),
@@ -184,6 +201,7 @@ export const configSchema = z
     memcached: memcachedSchema.prefault({}),
     tailer: tailerSchema.prefault({}),
     worker: workerSchema.prefault({}),
+    registry: registrySchema.prefault({}),
     deadLetters: z
       .strictObject({
         /** Most recent dead letters kept in Redis (older ones are dropped, but still counted). */
@@ -217,3 +235,4 @@ export type MysqlAccount = NonNullable<MysqlConfig['tailer']>;
 export type MysqlRole = 'tailer' | 'admin' | 'writer';
 export type RedisConfig = ResolvedConfig['redis'];
 export type DatacenterConfig = ResolvedConfig['datacenters'][string];
+export type RegistryConfig = ResolvedConfig['registry'];

@@ -16,6 +16,7 @@
 import {
   MEMCACHED_EXPIRY_MAX,
   MEMCACHED_ITEM_OVERHEAD,
+  MEMCACHED_RELATIVE_EXPIRY_MAX,
   absoluteExpiry,
   keyProblem,
   printableKey,
@@ -130,6 +131,27 @@ export function describeRow(row: Record<string, unknown>): Record<string, unknow
   };
 }
 
+/** A unix time as the SQL side prints it: `1970-02-10 00:00:00` (UTC). */
+function utcText(unixSec: number): string {
+  return new Date(unixSec * 1000).toISOString().slice(0, 19).replace('T', ' ');
+}
+
+/**
+ * Why an `expire` above 30 days (a unix time to memcached) cannot be a set committed at
+ * `commitTimeSec`, or undefined. memcached drops an item whose absolute expiry has passed as soon
+ * as it is stored, so such a set would never appear anywhere, silently (typically seconds meant
+ * as a TTL longer than 30 days: 3456000 is 1970-02-10). The same message as mc_row_problem() in
+ * sql/010_validation.sql, which refuses it against the statement's time; here the commit time
+ * from the binlog decides, so a replay of the same transaction decides the same way.
+ */
+export function pastExpiryProblem(expire: number, commitTimeSec: number): string | undefined {
+  if (expire <= MEMCACHED_RELATIVE_EXPIRY_MAX || expire > commitTimeSec) return undefined;
+  return (
+    `expire ${expire} is above ${MEMCACHED_RELATIVE_EXPIRY_MAX} (30 days), so memcached reads it as a unix time, ` +
+    `and that time (${utcText(expire)} UTC) has already passed; give seconds up to ${MEMCACHED_RELATIVE_EXPIRY_MAX} or a future unix time`
+  );
+}
+
 export function decodeRow(row: Record<string, unknown>, t: number, eventTimeSec: number, limits: DecodeLimits): DecodedRow {
   const op = asText(row.op);
   const bad = (reason: string): DecodedRow => {
@@ -167,6 +189,10 @@ export function decodeRow(row: Record<string, unknown>, t: number, eventTimeSec:
   if (expire === null || expire === undefined) return bad('expire is NULL; use 0 for no expiry');
   if (expire < 0) return bad(`expire is ${expire}; use 0 (never), seconds up to 2592000, or a unix timestamp`);
   if (expire > MEMCACHED_EXPIRY_MAX) return bad(`expire ${expire} is beyond the 32-bit unix time memcached accepts`);
+  // Dead-lettered, and (like every bad set with a usable key) the key is deleted everywhere
+  // instead: the set was meant to replace the key's value, so the old one must not linger.
+  const past = pastExpiryProblem(expire, eventTimeSec);
+  if (past) return bad(past);
   if (key!.length + value.length + MEMCACHED_ITEM_OVERHEAD > limits.maxItemBytes) {
     return bad(
       `value is ${value.length} bytes; with its key and ${MEMCACHED_ITEM_OVERHEAD} bytes of overhead it exceeds the memcached item size of ${limits.maxItemBytes} bytes (memcached.maxItemBytes)`,

@@ -11,6 +11,8 @@ import type { RowDataPacket } from 'mysql2/promise';
 import type { DeadLetter } from '../../src/fanout/dead-letters.js';
 import { RedisKeys } from '../../src/fanout/redis-keys.js';
 import { keyProblem, MEMCACHED_ITEM_OVERHEAD, printableKey } from '../../src/fanout/op.js';
+import { mysqlFor } from '../../src/registry/accounts.js';
+import { connectMysql } from '../../src/registry/mysql.js';
 import type { Tailer } from '../../src/source/tailer.js';
 import { TestEnv } from '../helpers/env.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -94,6 +96,13 @@ const cyrillic = 'ключ'.repeat(32); // 128 characters, 256 bytes
 const cjk = '日本語'.repeat(28); // 84 characters, 252 bytes
 const emoji = '😀'.repeat(63); // 63 characters (code points), 252 bytes
 const binary251 = Buffer.from(Array.from({ length: 251 }, (_, i) => 0x80 + (i % 128))); // not UTF-8
+/** The refusal of an `expire` above 30 days that is a unix time already past, with its time in UTC. */
+const pastExpire = (expire: number) =>
+  new RegExp(
+    `^expire ${expire} is above 2592000 \\(30 days\\), so memcached reads it as a unix time, and that time \\(${utcText(expire)} UTC\\) has already passed; give seconds up to 2592000 or a future unix time$`,
+  );
+const utcText = (unixSec: number) => new Date(unixSec * 1000).toISOString().slice(0, 19).replace('T', ' ');
+const anHourAgo = Math.floor(Date.now() / 1000) - 3_600;
 const edgeKey = `${P}:edge`;
 const edgeValue = MAX_ITEM - MEMCACHED_ITEM_OVERHEAD - Buffer.byteLength(edgeKey) + 1; // one byte over
 
@@ -143,6 +152,10 @@ const cases: BadCase[] = [
   setKey('expire 2^32, just beyond 32-bit unix time', 1, `${P}:exp32`, 'v', 2 ** 32, /^expire 4294967296 is beyond the 32-bit unix time memcached accepts$/),
   setKey('expire 2^40, absurd', 1, `${P}:exp40`, 'v', 2 ** 40, /^expire 1099511627776 is beyond the 32-bit unix time memcached accepts$/),
   setKey('NULL expire', 1, `${P}:nullexp`, 'v', null, /^expire is NULL; use 0 for no expiry$/),
+  // Above 30 days memcached reads expire as a unix time: one already past would never appear.
+  setKey('expire 3456000: 40 days meant as seconds, a unix time in 1970', 1, `${P}:exp40d`, 'v', 3_456_000, pastExpire(3_456_000)),
+  setKey('expire 2592001: one second over 30 days, a unix time in 1970', 1, `${P}:exp30d1`, 'v', 2_592_001, pastExpire(2_592_001)),
+  setKey('expire a unix time an hour ago', 1, `${P}:exphourago`, 'v', anHourAgo, pastExpire(anHourAgo)),
   // Deletes with bad keys or namespaces.
   deleteKey('ASCII key of 251 bytes', 1, 'd'.repeat(251), longKey(251)),
   deleteKey('emoji key of 252 bytes', 1, emoji, longKey(252)),
@@ -311,6 +324,65 @@ test('a bad row for a key that has a value deletes it everywhere instead of leav
   const dl = (await deadLetters()).find((d) => d.op.key === k);
   assert.match(dl!.reason, /expire is -1/);
   assert.equal(dl!.action, 'key deleted everywhere instead');
+});
+
+describe('expire above 30 days (a unix time to memcached)', () => {
+  test('the refusal prints the time in UTC whatever the session time zone', async () => {
+    const conn = await connectMysql(mysqlFor(env.config.mysql, 'writer'));
+    try {
+      for (const tz of ['+05:30', '-12:00', '+13:00', 'SYSTEM']) {
+        await conn.query('SET time_zone = ?', [tz]);
+        await assert.rejects(conn.query('CALL set_key(1, ?, ?, ?)', [env.key('tz'), 'v', 3_456_000]), (err: Error & { sqlState?: string }) => {
+          assert.equal(err.sqlState, '45000');
+          assert.match(err.message, pastExpire(3_456_000), tz);
+          return true;
+        });
+      }
+      // ...and "already passed" does not depend on it either: a unix time a minute ahead is
+      // accepted from a session 13 hours ahead of UTC.
+      const k = env.key('future-abs');
+      await conn.query('SET time_zone = ?', ['+13:00']);
+      await conn.query('CALL set_key(1, ?, ?, ?)', [k, 'soon-gone', Math.floor(Date.now() / 1000) + 60]);
+      await waitReplicated(k, 'soon-gone');
+      assert.equal(await registered(k), true);
+    } finally {
+      await conn.end();
+    }
+  });
+
+  test('accepted: exactly 2592000 (30 days, relative) and a future unix time', async () => {
+    const before = await deadLetterCount();
+    const rel = env.key('exp-30d');
+    const abs = env.key('exp-future');
+    await env.sql.query('CALL set_key(1, ?, ?, 2592000)', [rel, 'r']);
+    await env.sql.query('CALL set_key(1, ?, ?, ?)', [abs, 'a', Math.floor(Date.now() / 1000) + 3_600]);
+    await waitReplicated(rel, 'r');
+    await waitReplicated(abs, 'a');
+    assert.equal(await deadLetterCount(), before);
+  });
+
+  test('a unix time that passes between the statement and its commit: the tailer dead-letters it by the commit time and deletes the key', async () => {
+    const k = env.key('passes-before-commit');
+    await env.sql.query('CALL set_key(1, ?, ?, 0)', [k, 'old']);
+    await waitReplicated(k, 'old');
+    const countBefore = await deadLetterCount();
+    const expire = Math.floor(Date.now() / 1000) + 2;
+    await env.sql.query('START TRANSACTION');
+    try {
+      // Accepted: still in the future at the statement's time.
+      await env.sql.query('CALL set_key(1, ?, ?, ?)', [k, 'new', expire]);
+      await waitFor(() => Date.now() / 1000 > expire + 1, { timeoutMs: 5_000, message: 'the expiry to pass' });
+    } finally {
+      await env.sql.query('COMMIT');
+    }
+    await waitReplicated(k, null, 'the key deleted everywhere');
+    const dl = await waitFor(async () => ((await deadLetterCount()) > countBefore ? (await deadLetters())[0] : undefined), { message: 'the dead letter' });
+    assert.equal(dl.stage, 'tailer');
+    assert.equal(dl.op.key, k);
+    assert.match(dl.reason, pastExpire(expire));
+    assert.equal(dl.action, 'key deleted everywhere instead');
+    assert.equal(tailer.state, 'running');
+  });
 });
 
 test('a row the trigger could not check (UPDATE-free engine aside) is still validated by the tailer: unknown op', async () => {

@@ -64,13 +64,17 @@ describe('MySQL accounts', () => {
     assert.deepEqual(rows.map((r) => Number(r.ns_id)), [1]);
   });
 
-  test('the tailer reads, and writes nothing', async () => {
+  test('the tailer reads, and writes nothing but the registry sweep (mc_sweep_expired, decision 0018)', async () => {
     const [rows] = await tailer.query<RowDataPacket[]>('SELECT COUNT(*) AS n FROM mc_stored_keys');
     assert.ok(Number(rows[0]!.n) >= 1);
     await denied(tailer, 'INSERT INTO mc_storage (ns_id, mc_key, mc_value) VALUES (1, ?, ?)', [env.key('t'), 'v']);
     await denied(tailer, 'CALL set_key(1, ?, ?, 0)', [env.key('t'), 'v']);
+    await denied(tailer, 'CALL delete_key(1, ?)', [env.key('t')]);
+    await denied(tailer, 'CALL flush_namespace(1)');
     await denied(tailer, 'DELETE FROM mc_stored_keys');
     await denied(tailer, 'UPDATE mc_namespaces SET ns_name = ?', ['x']);
+    const [swept] = await tailer.query<RowDataPacket[][]>('CALL mc_sweep_expired(10, 600)');
+    assert.equal(Number(swept[0]![0]!.removed), 0, 'no key of this test has expired');
   });
 
   test('the operators account reads the registry and flushes through the procedure, but changes no table directly', async () => {

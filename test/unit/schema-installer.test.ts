@@ -147,6 +147,11 @@ describe('the real SQL files', () => {
       'CREATE TABLE IF NOT EXISTS mc_storage (',
       'CREATE TABLE IF NOT EXISTS mc_stored_keys (',
       'CREATE TABLE IF NOT EXISTS mc_flushes (',
+      // The upgrade of older installs, run once and dropped.
+      'DROP PROCEDURE IF EXISTS mc_upgrade_tables',
+      'CREATE PROCEDURE mc_upgrade_tables()',
+      'CALL mc_upgrade_tables()',
+      'DROP PROCEDURE mc_upgrade_tables',
     ]);
     assert.deepEqual(split.get('010_validation.sql')!.map(firstLine), [
       'DROP FUNCTION IF EXISTS mc_row_problem',
@@ -155,6 +160,10 @@ describe('the real SQL files', () => {
     assert.deepEqual(split.get('020_registry_trigger.sql')!.map(firstLine), [
       'DROP TRIGGER IF EXISTS mc_storage_before_insert',
       'CREATE TRIGGER mc_storage_before_insert BEFORE INSERT ON mc_storage',
+    ]);
+    assert.deepEqual(split.get('040_registry_expiry.sql')!.map(firstLine), [
+      'DROP PROCEDURE IF EXISTS mc_sweep_expired',
+      'CREATE PROCEDURE mc_sweep_expired(IN p_batch INT, IN p_grace_s INT)',
     ]);
     const procs = split.get('030_procedures.sql')!.map(firstLine);
     assert.equal(procs.length, 10);
@@ -184,8 +193,8 @@ describe('the real SQL files', () => {
         assert.ok(!/\bDROP (PROCEDURE|FUNCTION|TRIGGER)\b/.test(c), `${name}: the next DROP was glued on`);
       }
     }
-    // 1 function + 1 trigger + 5 procedures
-    assert.equal(compound, 7);
+    // 1 function + 1 trigger + 5 procedures + mc_upgrade_tables + mc_sweep_expired
+    assert.equal(compound, 9);
   });
 
   test('the whole procedure file is covered: every CREATE in the file is one statement', () => {

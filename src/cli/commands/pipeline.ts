@@ -1,5 +1,7 @@
 /** `mcrepl run`, `mcrepl tailer`, `mcrepl worker <dc>`. */
 import { ConfigError } from '../../errors.js';
+import { mysqlFor } from '../../registry/accounts.js';
+import { RegistrySweeper, sweepWhileRunning } from '../../registry/registry-sweeper.js';
 import { DatacenterWorker } from '../../sink/datacenter-worker.js';
 import { Tailer } from '../../source/tailer.js';
 import type { Context } from '../context.js';
@@ -15,8 +17,16 @@ function workersFor(ctx: Context, dcs: string[]): ComponentSpec[] {
 }
 
 function tailer(ctx: Context, resetCheckpoint: boolean): ComponentSpec {
-  // A replacement never resets again: it resumes from what its predecessor saved.
-  return { name: 'tailer', create: (attempt) => new Tailer(ctx.config, { logger: ctx.logger.child({ c: 'tailer' }), resetCheckpoint: resetCheckpoint && attempt === 0 }) };
+  return {
+    name: 'tailer',
+    create: (attempt) => {
+      // A replacement never resets again: it resumes from what its predecessor saved.
+      const t = new Tailer(ctx.config, { logger: ctx.logger.child({ c: 'tailer' }), resetCheckpoint: resetCheckpoint && attempt === 0 });
+      // The active tailer also removes expired keys from the registry (decision 0018).
+      sweepWhileRunning(t, new RegistrySweeper(mysqlFor(ctx.config.mysql, 'tailer'), ctx.config.registry, ctx.logger.child({ c: 'registry-sweeper' })));
+      return t;
+    },
+  };
 }
 
 const daemon = (ctx: Context, specs: ComponentSpec[]) => runDaemon(specs, ctx.logger, { gcAboveMb: ctx.config.memory.gcAboveMb });

@@ -137,15 +137,17 @@ function utcText(unixSec: number): string {
 }
 
 /**
- * Why an `expire` above 30 days (a unix time to memcached) cannot be a set committed at
- * `commitTimeSec`, or undefined. memcached drops an item whose absolute expiry has passed as soon
+ * Why an `expire` above 30 days (a unix time to memcached) cannot be a set written at
+ * `eventTimeSec`, or undefined. memcached drops an item whose absolute expiry has passed as soon
  * as it is stored, so such a set would never appear anywhere, silently (typically seconds meant
- * as a TTL longer than 30 days: 3456000 is 1970-02-10). The same message as mc_row_problem() in
- * sql/010_validation.sql, which refuses it against the statement's time; here the commit time
- * from the binlog decides, so a replay of the same transaction decides the same way.
+ * as a TTL longer than 30 days: 3456000 is 1970-02-10). The same rule and message as
+ * mc_row_problem() in sql/010_validation.sql, against the same time: the statement's, as its
+ * binlog event carries it, so a replay of the same transaction decides the same way. (A time
+ * that passes later, before the transaction commits or before the op is applied, is not bad
+ * input: the worker deletes the key, as for any set whose expiry has passed.)
  */
-export function pastExpiryProblem(expire: number, commitTimeSec: number): string | undefined {
-  if (expire <= MEMCACHED_RELATIVE_EXPIRY_MAX || expire > commitTimeSec) return undefined;
+export function pastExpiryProblem(expire: number, eventTimeSec: number): string | undefined {
+  if (expire <= MEMCACHED_RELATIVE_EXPIRY_MAX || expire > eventTimeSec) return undefined;
   return (
     `expire ${expire} is above ${MEMCACHED_RELATIVE_EXPIRY_MAX} (30 days), so memcached reads it as a unix time, ` +
     `and that time (${utcText(expire)} UTC) has already passed; give seconds up to ${MEMCACHED_RELATIVE_EXPIRY_MAX} or a future unix time`

@@ -60,7 +60,7 @@ describe('decodeRow: valid rows', () => {
     assert.equal(at(100), EVENT + 100);
     assert.equal(at(100, 1_000_000_000), 1_000_000_100);
     assert.equal(at(2_592_000), EVENT + 2_592_000);
-    // Above 30 days it is a unix time, which must be after the commit (see the refusals below).
+    // Above 30 days it is a unix time, which must be after the statement's time (see the refusals below).
     assert.equal(at(2_592_001, 2_592_000), 2_592_001);
     assert.equal(at(EVENT + 1), EVENT + 1);
     assert.equal(at(1_900_000_000), 1_900_000_000);
@@ -170,7 +170,7 @@ describe('decodeRow: refused rows', () => {
     assert.match(reason(decode(setRow({ expire: 9_223_372_036_854_775_807n }))), /^expire 9\d{18} is beyond the 32-bit unix time memcached accepts$/);
   });
 
-  test('an expire above 30 days that is a unix time at or before the commit: refused naming the rule, the key deleted instead', () => {
+  test('an expire above 30 days that is a unix time at or before the statement time: refused naming the rule, the key deleted instead', () => {
     const rule = (expire: number, utc: string) =>
       `expire ${expire} is above 2592000 (30 days), so memcached reads it as a unix time, and that time (${utc} UTC) has already passed; give seconds up to 2592000 or a future unix time`;
     // 40 days meant as seconds: 1970-02-10 to memcached.
@@ -181,14 +181,14 @@ describe('decodeRow: refused rows', () => {
     assert.equal(reason(decode(setRow({ expire: 2_592_001 }))), rule(2_592_001, '1970-01-31 00:00:01'));
     assert.equal(reason(decode(setRow({ expire: 3_456_000n }))), rule(3_456_000, '1970-02-10 00:00:00'));
     assert.equal(reason(decode(setRow({ expire: '3456000' }))), rule(3_456_000, '1970-02-10 00:00:00'));
-    // The commit time itself is already too late (memcached expires an item at its exptime);
+    // The statement's time itself is already too late (memcached expires an item at its exptime);
     // one second later is fine.
     assert.equal(reason(decode(setRow({ expire: EVENT }))), rule(EVENT, '2023-11-14 22:13:20'));
     assert.equal(reason(decode(setRow({ expire: EVENT - 3_600 }))), rule(EVENT - 3_600, '2023-11-14 21:13:20'));
     assert.equal(ok(decode(setRow({ expire: EVENT + 1 }))).kind, 'set');
   });
 
-  test('the past-expiry check uses the commit time from the binlog, not the clock: a replay decides the same', () => {
+  test('the past-expiry check uses the event time from the binlog, not the clock: a replay decides the same', () => {
     const row = setRow({ expire: 1_000_000_100 });
     // Committed before that time: a set, however late it is decoded.
     assert.deepEqual(ok(decodeRow(row, T, 1_000_000_000, LIMITS)), { kind: 'set', t: T, nsId: 7, key: Buffer.from('user:1'), value: Buffer.from('hello'), expiresAt: 1_000_000_100 });
@@ -198,7 +198,7 @@ describe('decodeRow: refused rows', () => {
     assert.match(reason(decodeRow(row, T, 1_000_000_101, LIMITS)), /\(2001-09-09 01:48:20 UTC\) has already passed/);
   });
 
-  test('pastExpiryProblem: never for 0 or relative seconds, whatever the commit time', () => {
+  test('pastExpiryProblem: never for 0 or relative seconds, whatever the event time', () => {
     for (const expire of [0, 1, 100, 2_592_000]) assert.equal(pastExpiryProblem(expire, 4_000_000_000), undefined, String(expire));
     assert.equal(pastExpiryProblem(2_592_001, 2_592_000), undefined);
     assert.match(pastExpiryProblem(2_592_001, 2_592_001) ?? '', /^expire 2592001 is above 2592000/);

@@ -2,20 +2,24 @@
  * The local stack: private MariaDB, Redis and memcached instances on non-default loopback
  * ports, with data under `.stack/` (git-ignored). Used by the demo, the tests and CI.
  *
- *   node dist/scripts/stack.js up | down | status
+ *   node dist/scripts/stack.js up [--sentinel] | down | status
  *
+ * `up --sentinel` also starts a replica of the stack's Redis and three Redis Sentinels watching
+ * it as the group `mcrepl` (config/local-sentinel.yaml connects through them); see
+ * `sentinelGroup` for the ports.
  * `up` installs missing Debian packages when run as root, and is idempotent: a service whose
  * recorded PID is alive (and is ours: its command line names our port or data dir) is left
  * alone. `down` stops exactly what `up` started, by PID. Nothing here ever touches a server
  * this script did not start.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import mysql from 'mysql2/promise';
+import { Redis } from 'ioredis';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -32,6 +36,34 @@ export interface StackLayout {
   memcached: MemcachedSpec[];
   /** Admin credentials for the private MariaDB (generated at first `up`). */
   secretsDir: string;
+  /** The replica and sentinels `up --sentinel` adds; its primary is `redis` above. */
+  sentinel: SentinelGroup;
+}
+
+/** One redis-server process (a primary, a replica, or a sentinel). */
+export interface RedisNode {
+  name: string;
+  port: number;
+  dir: string;
+  confFile: string;
+  pidFile: string;
+  logFile: string;
+}
+
+/**
+ * A Redis primary, its replica and three sentinels watching them as the master group `name`,
+ * all on loopback. Sentinels and replicas have their config rewritten by Sentinel (after a
+ * failover, the old primary's says `replicaof`), so each has its own file, written only when
+ * it does not exist yet.
+ */
+export interface SentinelGroup {
+  name: string;
+  dir: string;
+  primary: RedisNode;
+  replica: RedisNode;
+  sentinels: RedisNode[];
+  /** Sentinel's down-after-milliseconds: how long a silent primary takes to count as down. */
+  downAfterMs: number;
 }
 
 const envInt = (name: string, dflt: number): number => {
@@ -74,6 +106,31 @@ export function stackLayout(
       { dc: 'west', name: 'west-2', port: base + 22 },
     ],
     secretsDir: path.join(dir, 'secrets'),
+    // Redis is base+79 (and the TLS test's base+80): the replica and sentinels follow it.
+    sentinel: sentinelGroup(path.join(dir, 'redis-sentinel'), 'mcrepl', { primary: base + 79, replica: base + 81, sentinels: [base + 82, base + 83, base + 84] }, {
+      primary: { name: 'redis', port: base + 79, dir: path.join(dir, 'redis'), confFile: path.join(dir, 'redis', 'redis.conf'), pidFile: path.join(dir, 'redis', 'redis.pid'), logFile: path.join(dir, 'redis', 'redis.log') },
+    }),
+  };
+}
+
+/** The layout of a sentinel group under `dir` (see SentinelGroup). */
+export function sentinelGroup(
+  dir: string,
+  name: string,
+  ports: { primary: number; replica: number; sentinels: number[] },
+  opts: { primary?: RedisNode; downAfterMs?: number } = {},
+): SentinelGroup {
+  const node = (n: string, port: number): RedisNode => {
+    const d = path.join(dir, n);
+    return { name: n, port, dir: d, confFile: path.join(d, `${n}.conf`), pidFile: path.join(d, `${n}.pid`), logFile: path.join(d, `${n}.log`) };
+  };
+  return {
+    name,
+    dir,
+    primary: opts.primary ?? node('primary', ports.primary),
+    replica: node('replica', ports.replica),
+    sentinels: ports.sentinels.map((p, i) => node(`sentinel-${i + 1}`, p)),
+    downAfterMs: opts.downAfterMs ?? 2_000,
   };
 }
 
@@ -349,6 +406,8 @@ export async function startRedis(layout: StackLayout): Promise<'started' | 'runn
     'save ""',
     'maxmemory-policy noeviction',
     `requirepass ${password}`,
+    // If it is ever demoted to a replica (by the sentinels of `up --sentinel`), it syncs with this.
+    `masterauth ${password}`,
     `logfile ${r.logFile}`,
     '',
   ].join('\n'), { mode: 0o600 });
@@ -428,6 +487,155 @@ function ping(port: number, line: string, expect: string): Promise<boolean> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Redis Sentinel
+
+/** A sentinel's ID (40 hex digits), fixed by its port so that each can list the others up front. */
+const sentinelId = (port: number) => createHash('sha1').update(`mcrepl-sentinel:${port}`).digest('hex');
+
+/**
+ * Starts one redis-server (with `--sentinel`, a sentinel) from `conf`, which is written only
+ * if the node has no config file yet: Sentinel rewrites it to record what it learnt (who is
+ * the primary now), and the next start must keep that.
+ */
+async function startRedisNode(node: RedisNode, conf: string[], sentinel: boolean): Promise<'started' | 'running'> {
+  if (ownedPid(node.pidFile, redisMarker(node.port)) !== undefined) return 'running';
+  if (await portOpen(node.port)) throw new Error(`port ${node.port} (${node.name}) is in use by a process this stack did not start; stop it or set MCREPL_STACK_PORT_BASE`);
+  fs.mkdirSync(node.dir, { recursive: true });
+  if (!fs.existsSync(node.confFile)) fs.writeFileSync(node.confFile, `${conf.join('\n')}\n`, { mode: 0o600 });
+  spawnDetached('/usr/bin/redis-server', [node.confFile, ...(sentinel ? ['--sentinel'] : [])], path.join(node.dir, `${node.name}.stdout`), node.pidFile);
+  await waitUntil(`${node.name} on port ${node.port}`, () => ping(node.port, 'PING\r\n', '-NOAUTH'), 30_000, node.logFile);
+  return 'started';
+}
+
+/** The data node settings of a group (primary and replica alike): the stack Redis's, plus quick replication. */
+function groupNodeConf(node: RedisNode, password: string, replicaOf?: number): string[] {
+  return [
+    `port ${node.port}`,
+    'bind 127.0.0.1',
+    'protected-mode yes',
+    `dir ${node.dir}`,
+    'daemonize no',
+    'appendonly yes',
+    'appendfsync everysec',
+    'save ""',
+    'maxmemory-policy noeviction',
+    `requirepass ${password}`,
+    `masterauth ${password}`,
+    // A replica's first sync starts at once (the default waits 5 s for more replicas).
+    'repl-diskless-sync-delay 0',
+    `logfile ${node.logFile}`,
+    ...(replicaOf ? [`replicaof 127.0.0.1 ${replicaOf}`] : []),
+  ];
+}
+
+/**
+ * Starts the group: its primary (unless `primary: false`: the stack's own Redis, started by
+ * `up`), the replica, and the sentinels, then waits until every sentinel sees the replica in
+ * sync and the other sentinels (so that a failover can happen from then on). The Redis password
+ * is `secrets/redis` and the sentinels' own is `secrets/redis-sentinel`.
+ */
+export async function startSentinelGroup(group: SentinelGroup, secretsDir: string, opts: { primary: boolean }): Promise<string[]> {
+  ensurePackages();
+  const password = ensureSecret(secretsDir, 'redis');
+  const sentinelPassword = ensureSecret(secretsDir, 'redis-sentinel');
+  const started: string[] = [];
+  if (opts.primary && (await startRedisNode(group.primary, groupNodeConf(group.primary, password), false)) === 'started') started.push(group.primary.name);
+  if ((await startRedisNode(group.replica, groupNodeConf(group.replica, password, group.primary.port), false)) === 'started') started.push(group.replica.name);
+  for (const s of group.sentinels) {
+    const conf = [
+      `port ${s.port}`,
+      'bind 127.0.0.1',
+      `dir ${s.dir}`,
+      'daemonize no',
+      `logfile ${s.logFile}`,
+      `requirepass ${sentinelPassword}`,
+      // ...which the sentinels also use with each other.
+      `sentinel sentinel-pass ${sentinelPassword}`,
+      `sentinel myid ${sentinelId(s.port)}`,
+      `sentinel monitor ${group.name} 127.0.0.1 ${group.primary.port} ${Math.floor(group.sentinels.length / 2) + 1}`,
+      `sentinel auth-pass ${group.name} ${password}`,
+      `sentinel down-after-milliseconds ${group.name} ${group.downAfterMs}`,
+      `sentinel failover-timeout ${group.name} 10000`,
+      `sentinel parallel-syncs ${group.name} 1`,
+      // Known from the start, rather than discovered over the next 10 s.
+      `sentinel known-replica ${group.name} 127.0.0.1 ${group.replica.port}`,
+      ...group.sentinels.filter((o) => o !== s).map((o) => `sentinel known-sentinel ${group.name} 127.0.0.1 ${o.port} ${sentinelId(o.port)}`),
+    ];
+    if ((await startRedisNode(s, conf, true)) === 'started') started.push(s.name);
+  }
+  await waitUntil(`the sentinels of '${group.name}' to see its replica in sync and each other`, async () => {
+    for (const s of group.sentinels) {
+      const ok = await withSentinel(s.port, sentinelPassword, async (c) => {
+        const replicas = ((await c.call('SENTINEL', 'REPLICAS', group.name)) as string[][]).map(pairs);
+        const peers = ((await c.call('SENTINEL', 'SENTINELS', group.name)) as string[][]).map(pairs);
+        return (
+          replicas.some((r) => !/s_down|disconnected/.test(r.flags ?? '') && r['master-link-status'] === 'ok') &&
+          peers.filter((p) => !/s_down|disconnected/.test(p.flags ?? '')).length === group.sentinels.length - 1
+        );
+      }).catch(() => false);
+      if (!ok) return false;
+    }
+    return true;
+  }, 30_000, group.sentinels[0]?.logFile);
+  return started;
+}
+
+/** `['a', '1', 'b', '2']` → `{ a: '1', b: '2' }` (how Sentinel lists fields). */
+function pairs(flat: string[]): Record<string, string> {
+  const o: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) o[flat[i]!] = flat[i + 1]!;
+  return o;
+}
+
+async function withSentinel<T>(port: number, password: string, fn: (c: Redis) => Promise<T>): Promise<T> {
+  const c = new Redis({ host: '127.0.0.1', port, password, lazyConnect: true, retryStrategy: () => null, enableReadyCheck: false, maxRetriesPerRequest: 0 });
+  c.on('error', () => undefined);
+  try {
+    await c.connect();
+    return await fn(c);
+  } finally {
+    c.disconnect();
+  }
+}
+
+/** The port of the group's primary, as the first sentinel that answers says. */
+export async function sentinelPrimaryPort(group: SentinelGroup, secretsDir: string): Promise<number> {
+  const password = ensureSecret(secretsDir, 'redis-sentinel');
+  for (const s of group.sentinels) {
+    const addr = await withSentinel(s.port, password, (c) => c.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', group.name) as Promise<[string, string] | null>).catch(() => null);
+    if (addr) return Number(addr[1]);
+  }
+  throw new Error(`no sentinel of '${group.name}' answers`);
+}
+
+/** The group's processes that are running, by name, with their PIDs. */
+export function sentinelGroupStatus(group: SentinelGroup, withPrimary: boolean): ServiceStatus[] {
+  return [...(withPrimary ? [group.primary] : []), group.replica, ...group.sentinels].map((n) => ({ name: `redis ${n.name}`, port: n.port, pid: ownedPid(n.pidFile, redisMarker(n.port)) }));
+}
+
+/** PID of one node of a group (undefined when it is not running). */
+export function redisNodePid(node: RedisNode): number | undefined {
+  return ownedPid(node.pidFile, redisMarker(node.port));
+}
+
+/** kill -9 of one node of a group (by its PID); returns once its port is free. */
+export async function killRedisNode(node: RedisNode): Promise<void> {
+  const pid = redisNodePid(node);
+  if (pid !== undefined) process.kill(pid, 'SIGKILL');
+  while (redisNodePid(node) !== undefined) await new Promise((r) => setTimeout(r, 20));
+  await portReleased(node.name, node.port);
+}
+
+/** Stops what startSentinelGroup started, by PID: the sentinels first (no failover while the rest stops). */
+export async function stopSentinelGroup(group: SentinelGroup, opts: { primary: boolean }): Promise<string[]> {
+  const stopped: string[] = [];
+  for (const n of [...group.sentinels, group.replica, ...(opts.primary ? [group.primary] : [])]) {
+    if (await stopPid(`redis ${n.name}`, n.pidFile, redisMarker(n.port))) stopped.push(`redis ${n.name}`);
+  }
+  return stopped;
+}
+
+// ---------------------------------------------------------------------------------------------
 // The whole stack
 
 export interface UpResult {
@@ -435,7 +643,7 @@ export interface UpResult {
   started: string[];
 }
 
-export async function up(layout = stackLayout()): Promise<UpResult> {
+export async function up(layout = stackLayout(), opts: { sentinel?: boolean } = {}): Promise<UpResult> {
   ensurePackages();
   fs.mkdirSync(layout.dir, { recursive: true });
   const started: string[] = [];
@@ -447,11 +655,14 @@ export async function up(layout = stackLayout()): Promise<UpResult> {
   for (const m of layout.memcached) {
     if ((await startMemcached(layout, m)) === 'started') started.push(`memcached ${m.name}`);
   }
+  if (opts.sentinel) started.push(...(await startSentinelGroup(layout.sentinel, layout.secretsDir, { primary: false })).map((n) => `redis ${n}`));
   return { started };
 }
 
 export async function down(layout = stackLayout()): Promise<string[]> {
   const stopped: string[] = [];
+  // The replica and sentinels of `up --sentinel`, if they run.
+  stopped.push(...(await stopSentinelGroup(layout.sentinel, { primary: false })));
   for (const m of layout.memcached) {
     if (await stopPid(`memcached ${m.name}`, memcachedPidFile(layout, m), `-p ${m.port} `)) stopped.push(`memcached ${m.name}`);
   }
@@ -471,6 +682,8 @@ export function status(layout = stackLayout()): ServiceStatus[] {
     { name: 'mariadb', port: layout.mariadb.port, pid: ownedPid(layout.mariadb.pidFile, layout.mariadb.datadir) },
     { name: 'redis', port: layout.redis.port, pid: ownedPid(layout.redis.pidFile, redisMarker(layout.redis.port)) },
     ...layout.memcached.map((m) => ({ name: `memcached ${m.name}`, port: m.port, pid: ownedPid(memcachedPidFile(layout, m), `-p ${m.port} `) })),
+    // Listed only after `up --sentinel` (their pid files are there until `down`).
+    ...sentinelGroupStatus(layout.sentinel, false).filter((_, i) => fs.existsSync([layout.sentinel.replica, ...layout.sentinel.sentinels][i]!.pidFile)),
   ];
 }
 
@@ -537,7 +750,7 @@ async function main(argv: string[]): Promise<number> {
   const layout = stackLayout();
   switch (cmd) {
     case 'up': {
-      const { started } = await up(layout);
+      const { started } = await up(layout, { sentinel: argv.includes('--sentinel') });
       log(started.length ? `started: ${started.join(', ')}` : 'already running');
       for (const s of status(layout)) log(`${s.name.padEnd(18)} 127.0.0.1:${s.port}  pid ${s.pid}`);
       return 0;
@@ -556,7 +769,7 @@ async function main(argv: string[]): Promise<number> {
       return allUp ? 0 : 3;
     }
     default:
-      process.stderr.write('usage: stack.js up | down | status\n');
+      process.stderr.write('usage: stack.js up [--sentinel] | down | status\n');
       return 2;
   }
 }

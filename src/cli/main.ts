@@ -35,6 +35,9 @@ program
     `
 Environment: any option can be set as MCREPL_<SECTION>__<FIELD>, e.g. MCREPL_MYSQL__PASSWORD_FILE,
 MCREPL_REDIS__PORT, MCREPL_DATACENTERS__EAST__SERVERS='["10.0.0.5:11211"]'.
+Redis through Sentinel: MCREPL_REDIS__SENTINEL__NAME=mymaster and
+MCREPL_REDIS__SENTINEL__NODES='["10.0.0.1:26379","10.0.0.2:26379"]' (redis.sentinel in the file).
+Redis commands (status, flush) wait up to 30 s for a Sentinel failover to finish.
 Exit codes: 0 ok, 1 failure, 2 bad usage or config, 3 MySQL not ready (preflight), 4 binlog purged.`,
   );
 
@@ -77,7 +80,7 @@ program
 
 program
   .command('status')
-  .description('checkpoint, active tailer and worker groups, per-data-center queue depth, dead letters')
+  .description('the Redis server in use, checkpoint, active tailer and worker groups, per-data-center queue depth, dead letters')
   .option('--json', 'machine-readable output')
   .action((opts: { json?: boolean }) => run(() => status(context(globals(), 'status', true), opts)));
 

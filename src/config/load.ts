@@ -15,7 +15,9 @@ import { configSchema, memcachedSchema, tailerSchema, workerSchema, type Resolve
 
 const ENV_PREFIX = 'MCREPL_';
 /** Sections that may carry password / passwordFile. */
-const SECRET_SECTIONS = [['mysql'], ['mysql', 'tailer'], ['mysql', 'admin'], ['mysql', 'writer'], ['redis'], ['memcached']];
+const SECRET_SECTIONS = [['mysql'], ['mysql', 'tailer'], ['mysql', 'admin'], ['mysql', 'writer'], ['redis'], ['redis', 'sentinel'], ['memcached']];
+/** Where TLS files may be named: the Redis servers', and the sentinels'. */
+const TLS_SECTIONS = [['redis'], ['redis', 'sentinel']];
 
 /** Environment variables that are not config paths: MCREPL_CONFIG, MCREPL_DEBUG, MCREPL_STACK_*, MCREPL_TEST_*. */
 const NON_CONFIG_ENV = new Set(['MCREPL_CONFIG', 'MCREPL_DEBUG']);
@@ -150,13 +152,17 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
       }
     }
   }
-  const tlsFiles = new Map<string, string>();
-  for (const f of ['caFile', 'certFile', 'keyFile']) {
-    const v = raw(['redis', 'tls', f]);
-    if (typeof v !== 'string') continue;
-    const p = resolvePath(v, `redis.tls.${f}`);
-    if (!fs.existsSync(p)) problems.push(`redis.tls.${f}: cannot read ${p}: ENOENT (${originOf(`redis.tls.${f}`)})`);
-    tlsFiles.set(f, p);
+  const tlsFiles = new Map<string, Map<string, string>>();
+  for (const section of TLS_SECTIONS) {
+    const at = `${section.join('.')}.tls`;
+    for (const f of ['caFile', 'certFile', 'keyFile']) {
+      const v = raw([...section, 'tls', f]);
+      if (typeof v !== 'string') continue;
+      const p = resolvePath(v, `${at}.${f}`);
+      if (!fs.existsSync(p)) problems.push(`${at}.${f}: cannot read ${p}: ENOENT (${originOf(`${at}.${f}`)})`);
+      if (!tlsFiles.has(at)) tlsFiles.set(at, new Map());
+      tlsFiles.get(at)!.set(f, p);
+    }
   }
   const dcs = raw(['datacenters']);
   if (dcs && typeof dcs === 'object') {
@@ -186,7 +192,10 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
   if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
   const config = parsed.data;
   for (const [at, sec] of secrets) Object.assign(at.split('.').reduce<Tree>((n, k) => n[k] as Tree, config as unknown as Tree), sec);
-  if (typeof config.redis.tls === 'object') Object.assign(config.redis.tls, Object.fromEntries(tlsFiles));
+  for (const [at, files] of tlsFiles) {
+    const tls = at.split('.').reduce<unknown>((n, k) => (n && typeof n === 'object' ? (n as Tree)[k] : undefined), config);
+    if (tls && typeof tls === 'object') Object.assign(tls, Object.fromEntries(files));
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   return { config, ...(file ? { file } : {}) };
 }

@@ -60,26 +60,53 @@ export const mysqlSchema = z.strictObject({
   connectTimeoutMs: positiveInt.default(10_000),
 });
 
+/** TLS to Redis (or to the sentinels): `true` (system CAs), or files for a private CA and client certificates. */
+const redisTlsSchema = z.union([
+  bool,
+  z.strictObject({
+    caFile: z.string().optional(),
+    certFile: z.string().optional(),
+    keyFile: z.string().optional(),
+    /** Name to check the server certificate against (default: host). */
+    servername: z.string().optional(),
+    rejectUnauthorized: bool.default(true),
+  }),
+]);
+
+/**
+ * Redis Sentinel: mcrepl asks the sentinels which server is the primary of the group `name`
+ * and connects to it; after a failover it reconnects to the promoted replica by itself
+ * (docs/decisions/0017-redis-sentinel.md).
+ */
+export const redisSentinelSchema = z.strictObject({
+  /** The master group name the sentinels monitor (`sentinel monitor <name> ...`). */
+  name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected the master group name of `sentinel monitor <name> ...` (A-Z, a-z, 0-9, _ . -)'),
+  /** `host:port` of every sentinel (26379 is Sentinel's usual port); one that answers is enough. */
+  nodes: z
+    .array(z.string().regex(/^[A-Za-z0-9_.-]+:\d{1,5}$/, 'expected host:port, e.g. 10.0.0.5:26379'))
+    .min(1, 'list at least one sentinel (three or more on separate machines for a real quorum)'),
+  /** ACL user on the sentinels, if they require one (`user` in sentinel.conf). */
+  username: z.string().optional(),
+  /** The sentinels' own password (`requirepass` in sentinel.conf), not the Redis servers'. */
+  ...secretFields,
+  /** Connect to the sentinels with TLS (same forms as redis.tls, which covers the Redis servers). */
+  tls: redisTlsSchema.default(false),
+});
+
 export const redisSchema = z.strictObject({
+  /**
+   * The Redis server. Ignored when `sentinel` is set: the sentinels name the primary (so a
+   * config printed by `mcrepl config`, which shows these defaults, can be used as it is).
+   */
   host: z.string().min(1).default('127.0.0.1'),
   port: port.default(6379),
   username: z.string().optional(),
   ...secretFields,
   db: nonNegativeInt.default(0),
   /** Connect with TLS: `true` (system CAs), or files for a private CA and client certificates. */
-  tls: z
-    .union([
-      bool,
-      z.strictObject({
-        caFile: z.string().optional(),
-        certFile: z.string().optional(),
-        keyFile: z.string().optional(),
-        /** Name to check the server certificate against (default: host). */
-        servername: z.string().optional(),
-        rejectUnauthorized: bool.default(true),
-      }),
-    ])
-    .default(false),
+  tls: redisTlsSchema.default(false),
+  /** Find the primary through Redis Sentinel and follow its failovers (instead of host/port). */
+  sentinel: redisSentinelSchema.optional(),
   /** Prefix of every Redis key and BullMQ queue mcrepl uses; two deployments on one Redis need different prefixes. */
   prefix: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected 1-64 characters of A-Z, a-z, 0-9, _ . -').default('mcrepl'),
 });
@@ -234,5 +261,6 @@ export type MysqlConfig = ResolvedConfig['mysql'];
 export type MysqlAccount = NonNullable<MysqlConfig['tailer']>;
 export type MysqlRole = 'tailer' | 'admin' | 'writer';
 export type RedisConfig = ResolvedConfig['redis'];
+export type RedisTlsConfig = RedisConfig['tls'];
 export type DatacenterConfig = ResolvedConfig['datacenters'][string];
 export type RegistryConfig = ResolvedConfig['registry'];

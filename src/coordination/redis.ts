@@ -7,7 +7,8 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from '../observability/logger.js';
-import type { RedisConfig } from '../config/schema.js';
+import type { ConnectionOptions } from 'node:tls';
+import type { RedisConfig, RedisTlsConfig } from '../config/schema.js';
 import { McreplError } from '../errors.js';
 
 const shas = new Map<string, string>();
@@ -31,34 +32,70 @@ export async function runScript(redis: Redis, lua: string, keys: readonly string
   }
 }
 
-export function redisOptions(cfg: RedisConfig): RedisOptions {
+function tlsOptions(tls: RedisTlsConfig): ConnectionOptions | undefined {
+  if (tls === false) return undefined;
+  if (tls === true) return {};
   return {
-    host: cfg.host,
-    port: cfg.port,
+    ...(tls.caFile ? { ca: fs.readFileSync(tls.caFile) } : {}),
+    ...(tls.certFile ? { cert: fs.readFileSync(tls.certFile) } : {}),
+    ...(tls.keyFile ? { key: fs.readFileSync(tls.keyFile) } : {}),
+    ...(tls.servername ? { servername: tls.servername } : {}),
+    rejectUnauthorized: tls.rejectUnauthorized,
+  };
+}
+
+/** `host:port` → ioredis' address form. */
+function sentinelAddress(hostPort: string): { host: string; port: number } {
+  const i = hostPort.lastIndexOf(':');
+  return { host: hostPort.slice(0, i), port: Number(hostPort.slice(i + 1)) };
+}
+
+/** Where the config says Redis is, for messages: `at host:port`, or the sentinels and the group name. */
+export function describeRedis(cfg: RedisConfig): string {
+  return cfg.sentinel ? `the primary of '${cfg.sentinel.name}' through the sentinels ${cfg.sentinel.nodes.join(', ')}` : `at ${cfg.host}:${cfg.port}`;
+}
+
+/** Reconnect backoff: 100 ms doubling to 1 s (with Sentinel, each attempt asks the sentinels again, so a promoted replica is found within a second). */
+const retryStrategy = (times: number) => Math.min(50 * 2 ** Math.min(times, 5), 1_000);
+
+export function redisOptions(cfg: RedisConfig): RedisOptions {
+  const tls = tlsOptions(cfg.tls);
+  const common: RedisOptions = {
     db: cfg.db,
     ...(cfg.username ? { username: cfg.username } : {}),
     ...(cfg.password ? { password: cfg.password } : {}),
-    ...(cfg.tls === true ? { tls: {} } : {}),
-    ...(typeof cfg.tls === 'object'
-      ? {
-          tls: {
-            ...(cfg.tls.caFile ? { ca: fs.readFileSync(cfg.tls.caFile) } : {}),
-            ...(cfg.tls.certFile ? { cert: fs.readFileSync(cfg.tls.certFile) } : {}),
-            ...(cfg.tls.keyFile ? { key: fs.readFileSync(cfg.tls.keyFile) } : {}),
-            ...(cfg.tls.servername ? { servername: cfg.tls.servername } : {}),
-            rejectUnauthorized: cfg.tls.rejectUnauthorized,
-          },
-        }
-      : {}),
     maxRetriesPerRequest: null,
     enableReadyCheck: true,
-    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2_000),
+    retryStrategy,
+    // A primary that was demoted (a failover while it stayed up: a network partition) answers
+    // writes with READONLY: reconnect, which asks the sentinels for the new primary. The command
+    // itself fails (never re-sent), as any command caught in a reconnect may.
+    reconnectOnError: (err) => err.message.startsWith('READONLY'),
+  };
+  if (!cfg.sentinel) return { ...common, host: cfg.host, port: cfg.port, ...(tls ? { tls } : {}) };
+  const s = cfg.sentinel;
+  const sentinelTls = tlsOptions(s.tls);
+  return {
+    ...common,
+    sentinels: s.nodes.map(sentinelAddress),
+    name: s.name,
+    role: 'master',
+    ...(s.username ? { sentinelUsername: s.username } : {}),
+    ...(s.password ? { sentinelPassword: s.password } : {}),
+    ...(sentinelTls ? { sentinelTLS: sentinelTls } : {}),
+    // In sentinel mode ioredis uses `tls` for the servers only with this flag.
+    ...(tls ? { tls, enableTLSForSentinelMode: true } : {}),
+    // Every sentinel unreachable: keep asking, as for a Redis that is down.
+    sentinelRetryStrategy: retryStrategy,
   };
 }
 
 /**
  * `failFast` is for commands a person waits on (status, flush): a few quick retries, then an
- * error, instead of waiting for Redis forever as the daemons do.
+ * error, instead of waiting for Redis forever as the daemons do. With Sentinel, sentinels that
+ * do not answer fail as fast, but a primary they name that does not answer is retried for up to
+ * 30 s, with commands waiting meanwhile: that is a failover under way (the sentinels name the
+ * old primary until they have promoted a replica), and the command then goes on with the new one.
  */
 export function connectRedis(cfg: RedisConfig, name: string, opts: { failFast?: boolean; strictOrder?: boolean } = {}): Redis {
   const base: RedisOptions = {
@@ -69,16 +106,21 @@ export function connectRedis(cfg: RedisConfig, name: string, opts: { failFast?: 
     ...(opts.strictOrder ? { enableOfflineQueue: false, autoResendUnfulfilledCommands: false } : {}),
   };
   if (!opts.failFast) return new Redis(base);
+  const giveUpAfter = (attempts: number) => (times: number) => (times > attempts ? null : 200);
   const redis = new Redis({
     ...base,
-    maxRetriesPerRequest: 2,
     connectTimeout: 3_000,
-    retryStrategy: (times) => (times > 3 ? null : 200),
+    ...(cfg.sentinel
+      ? { maxRetriesPerRequest: null, retryStrategy: giveUpAfter(FAILOVER_WAIT_MS / 200), sentinelRetryStrategy: giveUpAfter(3) }
+      : { maxRetriesPerRequest: 2, retryStrategy: giveUpAfter(3) }),
   });
   // The failure surfaces as the command's error (see withRedis); no "unhandled error" noise.
   redis.on('error', (err) => ((redis as Redis & { lastError?: Error }).lastError = err));
   return redis;
 }
+
+/** How long a command-line tool waits for a failover (more than one takes with down-after-milliseconds 5000). */
+const FAILOVER_WAIT_MS = 30_000;
 
 /** Runs `fn` with a fail-fast connection; an unreachable Redis becomes one clear error. */
 export async function withRedis<T>(cfg: RedisConfig, name: string, fn: (redis: Redis) => Promise<T>): Promise<T> {
@@ -88,12 +130,18 @@ export async function withRedis<T>(cfg: RedisConfig, name: string, fn: (redis: R
   } catch (err) {
     const last = (redis as Redis & { lastError?: Error }).lastError;
     if (last && redis.status !== 'ready') {
-      throw new McreplError('REDIS_UNAVAILABLE', `cannot reach Redis at ${cfg.host}:${cfg.port}: ${last.message}`, { retriable: true, cause: err });
+      throw new McreplError('REDIS_UNAVAILABLE', `cannot reach Redis ${describeRedis(cfg)}: ${last.message}`, { retriable: true, cause: err });
     }
     throw err;
   } finally {
     redis.disconnect();
   }
+}
+
+/** The server a connection is talking to now, as `host:port` (with Sentinel: the primary it was sent to). */
+export function connectedTo(redis: Redis): string | undefined {
+  const s = (redis as Redis & { stream?: { remoteAddress?: string; remotePort?: number } }).stream;
+  return s?.remoteAddress && s.remotePort ? `${s.remoteAddress}:${s.remotePort}` : undefined;
 }
 
 /** Resolves once the connection is ready (needed when the offline queue is off). */
@@ -111,12 +159,14 @@ export async function redisReady(redis: Redis, signal?: AbortSignal): Promise<vo
 }
 
 /**
- * Notices that Redis itself restarted (its run_id changed across a reconnect). With AOF and
+ * Notices that Redis itself restarted, or that another server answers now (a Sentinel
+ * failover promoted a replica): its run_id changed across a reconnect. With AOF and
  * `appendfsync everysec`, a Redis *process* crash loses nothing it acknowledged, but a machine
- * crash can lose the last second: whoever keeps state in memory that depends on Redis having
- * kept its writes (the tailer's position, a worker's view of what a down server missed) must
- * re-read it. `settled()` resolves once the current connection is known to be to the same Redis
- * (or the restart was reported).
+ * crash can lose the last second, and a promoted replica lacks what the old primary had not
+ * yet sent it (replication is asynchronous): whoever keeps state in memory that depends on Redis
+ * having kept its writes (the tailer's position, a worker's view of what was applied and of
+ * what a down server missed) must re-read it. `settled()` resolves once the current connection
+ * is known to be to the same Redis (or the change was reported).
  */
 export class RedisRestartDetector extends EventEmitter<{ restarted: [string, string] }> {
   private runId: string | undefined;
@@ -136,12 +186,16 @@ export class RedisRestartDetector extends EventEmitter<{ restarted: [string, str
     try {
       const info = await this.redis.info('server');
       const id = /run_id:(\w+)/.exec(info)?.[1];
+      const server = connectedTo(this.redis);
       if (id && this.runId && id !== this.runId) {
-        this.logger.warn({ was: this.runId, now: id }, 'Redis restarted: re-reading the state kept there');
+        this.logger.warn({ was: this.runId, now: id, server }, 'Redis restarted or failed over (another run_id answers): re-reading the state kept there');
         const was = this.runId;
         this.runId = id;
         this.emit('restarted', was, id);
-      } else if (id) this.runId = id;
+      } else if (id) {
+        if (!this.runId) this.logger.debug({ runId: id, server }, 'connected to Redis');
+        this.runId = id;
+      }
     } catch (err) {
       this.logger.warn({ err: (err as Error).message }, 'could not check whether Redis restarted');
       return; // the next 'ready' tries again; writes stay held

@@ -113,6 +113,11 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
   private readonly life: Lifecycle;
   private readonly workers: Worker[] = [];
   private readonly watermarks = new Map<number, Watermark>();
+  private readonly restarts: RedisRestartDetector;
+  /** Catching up with a Redis that restarted or failed over (see recoverAfterRedisChange); jobs wait for it. */
+  private recovering: Promise<void> = Promise.resolve();
+  /** The job BullMQ handed each partition, from the moment it is handed over. */
+  private readonly handed = new Map<number, string | undefined>();
   /** The job each partition is working on, for a graceful shutdown. */
   private readonly inProgress = new Map<number, Promise<void>>();
   readonly stats = { jobs: 0, ops: 0, skipped: 0, deadLetters: 0 };
@@ -130,8 +135,10 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     this.keys = new RedisKeys(config.redis.prefix);
     this.redis = connectRedis(config.redis, `worker-${dc}`);
     this.redis.on('error', (err) => this.logger.warn({ err: errorMessage(err) }, 'redis connection error'));
-    new RedisRestartDetector(this.redis, this.logger).on('restarted', () => {
+    this.restarts = new RedisRestartDetector(this.redis, this.logger);
+    this.restarts.on('restarted', () => {
       for (const c of this.channels) c.requireFlush();
+      this.recovering = this.recoverAfterRedisChange();
     });
     this.lease = new Lease(this.redis, this.keys.workerLease(dc), config.worker.leaseTtlMs, this.logger);
     this.lease.on('lost', (err) => this.fail(err));
@@ -182,17 +189,13 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
       if (topology && !topology.datacenters.includes(this.dc)) {
         this.logger.warn({ dc: this.dc, fedByTailer: topology.datacenters }, 'the tailer does not feed this data center (add it to the tailer config)');
       }
-      const saved = await this.redis.hgetall(this.keys.applied(this.dc));
+      await this.loadWatermarks();
       // Each server picks up where the previous worker left it (missed ops, flush needed); one
       // without a record is complete only if this data center has applied nothing yet.
       const serverStates = await this.redis.hgetall(this.keys.servers(this.dc));
-      const hasHistory = Object.keys(saved).length > 0;
+      const hasHistory = this.watermarks.size > 0;
       await Promise.all(this.channels.map((c) => c.start(serverStateOf(serverStates[c.address]), hasHistory)));
       this.rewarmIncomplete();
-      for (const [p, v] of Object.entries(saved)) {
-        const i = v.lastIndexOf(':');
-        this.watermarks.set(Number(p), { epoch: v.slice(0, i), t: Number(v.slice(i + 1)) });
-      }
       for (let p = 0; p < this.config.partitions; p++) await this.recoverOrphans(p);
       for (let p = 0; p < this.config.partitions; p++) {
         const w = new Worker<JobData>(this.keys.queueName(this.dc, p), (job) => this.processQueued(p, job), {
@@ -218,14 +221,48 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     }
   }
 
+  private async loadWatermarks(): Promise<void> {
+    const saved = await this.redis.hgetall(this.keys.applied(this.dc));
+    for (const [p, v] of Object.entries(saved)) {
+      const i = v.lastIndexOf(':');
+      this.watermarks.set(Number(p), { epoch: v.slice(0, i), t: Number(v.slice(i + 1)) });
+    }
+  }
+
+  /**
+   * After Redis restarted or failed over to a replica, it may lack the last things this
+   * process wrote there: watermarks, flush records and job completions. The watermarks this
+   * process holds stay (what it applied, it applied: replayed ops at or below them are skipped,
+   * so no key goes back to an older value), and flush markers are recorded even when skipped
+   * (see process). What remains is, as at start, to finish first the jobs Redis still lists as
+   * active (their completion was lost), before any newer job: BullMQ would only notice them as
+   * stalled once their lock expires, and run them after newer ones. The consumers stop taking
+   * jobs meanwhile; a job handed over before waits, and then goes on.
+   */
+  private async recoverAfterRedisChange(): Promise<void> {
+    for (let delay = 200; ; delay = Math.min(delay * 2, 5_000)) {
+      try {
+        await Promise.all(this.workers.map((w) => w.pause(true)));
+        this.logger.warn('Redis changed: finishing the jobs it lists as unfinished before any other');
+        for (let p = 0; p < this.config.partitions; p++) await this.recoverOrphans(p, this.handed.get(p));
+        for (const w of this.workers) w.resume();
+        return;
+      } catch (err) {
+        if (this.abort.signal.aborted) return;
+        this.logger.warn({ err: errorMessage(err), retryInMs: delay }, 'could not catch up with Redis after its restart; retrying');
+        await sleep(delay, this.abort.signal).catch(() => undefined);
+      }
+    }
+  }
+
   /**
    * A job still "active" when we start was being processed by a worker that died (the lease
    * guarantees no live one exists). It is older than everything waiting, so it goes first.
    */
-  private async recoverOrphans(p: number): Promise<void> {
+  private async recoverOrphans(p: number, except?: string): Promise<void> {
     const queue = new Queue<JobData>(this.keys.queueName(this.dc, p), { connection: this.redis, prefix: this.keys.prefix });
     try {
-      const orphans = (await queue.getJobs(['active'], 0, -1, true)) as Job<JobData>[];
+      const orphans = ((await queue.getJobs(['active'], 0, -1, true)) as Job<JobData>[]).filter((j) => j.id !== except);
       for (const job of orphans.sort((a, b) => a.timestamp - b.timestamp)) {
         this.logger.warn({ partition: p, job: job.id }, 'resuming a job left unfinished by a previous worker');
         await this.process(p, job.data, job.id);
@@ -261,12 +298,11 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
       } else {
         payloadKey = this.keys.payload(job.payload);
         lastT = job.lastT;
-        // A replayed job whose ops were all applied already: not even read.
-        if (!(wm && wm.epoch === epoch && job.lastT <= wm.t)) {
-          const buf = await this.redis.hgetBuffer(payloadKey, 'd');
-          if (!buf) throw corrupt(`its ops (${payloadKey}) are gone from Redis`);
-          slices = sliceJobOps(buf, job.count, APPLY_SLICE_OPS);
-        }
+        const buf = await this.redis.hgetBuffer(payloadKey, 'd');
+        if (buf) slices = sliceJobOps(buf, job.count, APPLY_SLICE_OPS);
+        // A replayed job whose ops were all applied already may find its payload released by
+        // the last data center to apply it; only one with ops to apply needs it.
+        else if (!(wm && wm.epoch === epoch && job.lastT <= wm.t)) throw corrupt(`its ops (${payloadKey}) are gone from Redis`);
       }
     } catch (err) {
       if ((err as McreplError).code !== 'JOB_CORRUPT') throw err;
@@ -279,6 +315,9 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
       return;
     }
     // Ops at or below the watermark were applied already (a replay); the rest, split in one pass.
+    // Flush markers are recorded even then: the flush's deletes, before them in this partition,
+    // were applied, and the record of it may be what a Redis restart or failover lost (the
+    // watermark having come back, or been re-sent, without it). Recording it again is harmless.
     const floor = wm && wm.epoch === epoch ? wm.t : -Infinity;
     const markers: FlushMarkerOp[] = [];
     let fresh = 0;
@@ -286,17 +325,16 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     for (const ops of slices) {
       const writes: WriteableOp[] = [];
       for (const op of ops) {
+        if (op.kind === 'flush' && !asDeletes) markers.push(op);
         if (op.t <= floor) continue;
+        fresh++;
         if (op.kind !== 'flush') writes.push(asDeletes && op.kind === 'set' ? { kind: 'delete', t: op.t, nsId: op.nsId, key: op.key } : op);
-        else if (!asDeletes) markers.push(op);
       }
-      fresh += writes.length;
       last = ops[ops.length - 1]?.t ?? last;
       // A subset of distinct-key ops still concerns distinct keys; a slice of a job that was
       // not coalesced is coalesced on its own (slices are applied one after the other).
       await this.applier.apply(writes, coalesced);
     }
-    fresh += markers.length;
     last = lastT ?? last;
     const advance = last !== undefined && (!wm || wm.epoch !== epoch || last > wm.t);
     // Only the lease holder records progress, and the watermark never moves back.
@@ -319,9 +357,19 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
    * and the next start resumes it first.
    */
   private processQueued(p: number, job: Job<JobData>): Promise<void> {
+    this.handed.set(p, job.id);
+    const work = (async () => {
+      // A job taken from a Redis that restarted or failed over waits until this process has
+      // caught up with that Redis (watermarks, unfinished jobs).
+      await this.restarts.settled();
+      await this.recovering;
+      await this.process(p, job.data, job.id);
+    })().finally(() => {
+      if (this.handed.get(p) === job.id) this.handed.delete(p);
+    });
     return this.track(
       p,
-      this.process(p, job.data, job.id).catch((err: unknown) => {
+      work.catch((err: unknown) => {
         if (!this.abort.signal.aborted) this.fail(err instanceof Error ? err : new Error(String(err)));
         return new Promise<void>(() => undefined);
       }),

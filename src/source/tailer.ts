@@ -474,9 +474,17 @@ export class Tailer extends EventEmitter<TailerEvents> {
       try {
         // A command caught in a connection reset can stay pending forever: give up on it and
         // try again (a late success only duplicates jobs, which the workers skip).
-        return await withTimeout(fn(), PERSIST_ATTEMPT_TIMEOUT_MS, `${what} timed out`);
+        // Redis restarting or failing over meanwhile drops the attempt at once: its commands
+        // may never be answered, and the rewind need not wait for the timeout.
+        let onRestart: (() => void) | undefined;
+        const restarted = new Promise<never>((_, reject) => this.restarts.once('restarted', (onRestart = () => reject(new RewindNeeded()))));
+        try {
+          return await withTimeout(Promise.race([fn(), restarted]), PERSIST_ATTEMPT_TIMEOUT_MS, `${what} timed out`);
+        } finally {
+          this.restarts.off('restarted', onRestart!);
+        }
       } catch (err) {
-        if (err instanceof TypeError || err instanceof RangeError || err instanceof LeaseLostError) throw err;
+        if (err instanceof TypeError || err instanceof RangeError || err instanceof LeaseLostError || err instanceof RewindNeeded) throw err;
         this.logger.warn({ err: errorMessage(err), retryInMs: delay }, `could not ${what}; retrying`);
         await sleep(delay);
         delay = Math.min(delay * 2, 5_000);
@@ -504,10 +512,10 @@ export class Tailer extends EventEmitter<TailerEvents> {
       }
     }
     if (!cp) {
-      this.fail(new McreplError('CHECKPOINT_LOST', 'Redis restarted without the checkpoint: where to resume is unknown. Flush the memcached servers (or the namespaces), then start the tailer with --reset-checkpoint'));
+      this.fail(new McreplError('CHECKPOINT_LOST', 'Redis restarted (or failed over to a replica) without the checkpoint: where to resume is unknown. Flush the memcached servers (or the namespaces), then start the tailer with --reset-checkpoint'));
       return;
     }
-    this.logger.warn({ from: describePosition(cp.position), txnSeq: cp.txnSeq }, 'Redis restarted: replaying from the checkpoint it kept');
+    this.logger.warn({ from: describePosition(cp.position), txnSeq: cp.txnSeq }, 'Redis restarted or failed over: replaying from the checkpoint it kept');
     this.epoch = cp.epoch;
     this.txnSeq = cp.txnSeq;
     this.batch = new Batch(this.config.partitions, cp.txnSeq);

@@ -451,3 +451,79 @@ describe('memcached.writer', () => {
     assert.match(err.message, /memcached\.writer.*text protocol off under SASL/s);
   });
 });
+
+describe('redis.sentinel', () => {
+  const SENTINEL = `${MINIMAL}redis:
+  passwordFile: redis-pw
+  sentinel:
+    name: mcrepl
+    nodes: [10.0.0.1:26379, "sentinel-2:26380"]
+    passwordFile: sentinel-pw
+`;
+
+  test('is read from the file with its own password (a file next to it), and becomes ioredis sentinel options; secrets are redacted', async () => {
+    const file = writeConfig(SENTINEL);
+    fs.writeFileSync(path.join(path.dirname(file), 'redis-pw'), 'data-secret\n');
+    fs.writeFileSync(path.join(path.dirname(file), 'sentinel-pw'), 'sentinel-secret\n');
+    const { config } = loadConfig({ file, env: {} });
+    assert.equal(config.redis.sentinel?.name, 'mcrepl');
+    assert.equal(config.redis.sentinel?.password, 'sentinel-secret');
+    assert.equal(config.redis.password, 'data-secret');
+    const { redisOptions, describeRedis } = await import('../../src/coordination/redis.js');
+    const o = redisOptions(config.redis);
+    assert.deepEqual(o.sentinels, [{ host: '10.0.0.1', port: 26379 }, { host: 'sentinel-2', port: 26380 }]);
+    assert.equal(o.name, 'mcrepl');
+    assert.equal(o.role, 'master');
+    assert.equal(o.sentinelPassword, 'sentinel-secret');
+    assert.equal(o.password, 'data-secret');
+    assert.equal(o.tls, undefined);
+    assert.equal(o.sentinelTLS, undefined);
+    assert.match(describeRedis(config.redis), /the primary of 'mcrepl' through the sentinels 10\.0\.0\.1:26379, sentinel-2:26380/);
+    const { redactSecrets } = await import('../../src/observability/logger.js');
+    const shown = JSON.stringify(redactSecrets(config));
+    assert.ok(!shown.includes('sentinel-secret') && !shown.includes('data-secret'), shown);
+  });
+
+  test('every field can come from the environment', () => {
+    const dir = path.dirname(writeConfig(MINIMAL));
+    const pw = path.join(dir, 'spw');
+    fs.writeFileSync(pw, 's3cret\n');
+    const { config } = loadConfig({
+      file: path.join(dir, 'mcrepl.yaml'),
+      env: { MCREPL_REDIS__SENTINEL__NAME: 'cache', MCREPL_REDIS__SENTINEL__NODES: '["10.1.0.1:26379","10.1.0.2:26379"]', MCREPL_REDIS__SENTINEL__PASSWORD_FILE: pw, MCREPL_REDIS__SENTINEL__TLS: 'true' },
+    });
+    assert.deepEqual(config.redis.sentinel?.nodes, ['10.1.0.1:26379', '10.1.0.2:26379']);
+    assert.equal(config.redis.sentinel?.name, 'cache');
+    assert.equal(config.redis.sentinel?.password, 's3cret');
+    assert.equal(config.redis.sentinel?.tls, true);
+  });
+
+  test('TLS: redis.tls covers the servers found through the sentinels, sentinel.tls the sentinels; their files are checked', async () => {
+    const file = writeConfig(`${MINIMAL}redis:\n  tls: true\n  sentinel:\n    name: m\n    nodes: ["h:26379"]\n    tls: { caFile: ca.pem, rejectUnauthorized: false }\n`);
+    fs.writeFileSync(path.join(path.dirname(file), 'ca.pem'), 'not really a CA');
+    const { config } = loadConfig({ file, env: {} });
+    const { redisOptions } = await import('../../src/coordination/redis.js');
+    const o = redisOptions(config.redis);
+    assert.deepEqual(o.tls, {});
+    assert.equal(o.enableTLSForSentinelMode, true);
+    assert.equal(String(o.sentinelTLS?.ca), 'not really a CA');
+    assert.equal(o.sentinelTLS?.rejectUnauthorized, false);
+    const missing = configError(() => loadConfig({ file: writeConfig(`${MINIMAL}redis:\n  sentinel:\n    name: m\n    nodes: ["h:26379"]\n    tls: { caFile: nope.pem }\n`), env: {} }));
+    assert.match(missing.problems.join('\n'), /^redis\.sentinel\.tls\.caFile: cannot read .*nope\.pem: ENOENT \(in mcrepl\.yaml\)$/m);
+  });
+
+  test('mistakes are reported together, each with the option and the fix', () => {
+    const file = writeConfig(`${MINIMAL}redis:\n  sentinel:\n    nodes: ["10.0.0.1", "h:26379"]\n    master: mymaster\n    password: a\n    passwordFile: b\n`);
+    const e = configError(() => loadConfig({ file, env: {} }));
+    const all = e.problems.join('\n');
+    assert.match(all, /^redis\.sentinel\.name: is required \(in mcrepl\.yaml\)$/m);
+    assert.match(all, /^redis\.sentinel\.nodes\.0: expected host:port, e\.g\. 10\.0\.0\.5:26379 \(in mcrepl\.yaml\)$/m);
+    assert.match(all, /^redis\.sentinel: unknown option\(s\) 'master'; check the spelling/m);
+    assert.match(all, /^redis\.sentinel: both password and passwordFile are set; keep one/m);
+    const empty = configError(() => loadConfig({ file: writeConfig(`${MINIMAL}redis:\n  sentinel: { name: m, nodes: [] }\n`), env: {} }));
+    assert.match(empty.problems.join('\n'), /^redis\.sentinel\.nodes: list at least one sentinel/m);
+    const fromEnv = configError(() => loadConfig({ file: writeConfig(MINIMAL), env: { MCREPL_REDIS__SENTINEL__NODES: '["h:26379"]' } }));
+    assert.equal(fromEnv.problems.length, 1);
+    assert.match(fromEnv.problems[0]!, /^redis\.sentinel\.name: is required /);
+  });
+});

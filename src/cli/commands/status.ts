@@ -1,6 +1,6 @@
 /** `mcrepl status`: checkpoint, who is active, per-data-center backlog, dead letters. */
 import { Lease } from '../../coordination/lease.js';
-import { withRedis } from '../../coordination/redis.js';
+import { connectedTo, withRedis } from '../../coordination/redis.js';
 import { DeadLetterStore } from '../../fanout/dead-letters.js';
 import { RedisKeys } from '../../fanout/redis-keys.js';
 import { datacenterDepth, datacenterMemory, readTopology, type QueueDepth } from '../../fanout/topology.js';
@@ -26,7 +26,19 @@ export interface ServerReport {
   missedBytes: number;
 }
 
+export interface RedisReport {
+  /** The server answering, `host:port` (with Sentinel: the primary the sentinels named). */
+  server: string | null;
+  /** Its replication role (`master`, or `slave` for a replica), and how many replicas it has. */
+  role: string | null;
+  replicas: number;
+  runId: string | null;
+  /** The master group name, when found through Sentinel. */
+  sentinelName?: string;
+}
+
 export interface StatusReport {
+  redis: RedisReport;
   checkpoint: (Checkpoint & { ageMs: number }) | null;
   tailer: string | null;
   partitions: number;
@@ -41,7 +53,16 @@ export async function collectStatus(ctx: Context): Promise<StatusReport> {
     const dcs = [...new Set([...topology.datacenters, ...Object.keys(ctx.config.datacenters)])];
     const cp = await new RedisCheckpointStore(redis, keys).load();
     const dl = new DeadLetterStore(redis, keys, ctx.config.deadLetters.maxEntries);
+    const info = `${await redis.info('server')}\n${await redis.info('replication')}`;
+    const field = (name: string) => new RegExp(`^${name}:(.*?)\\r?$`, 'm').exec(info)?.[1] ?? null;
     return {
+      redis: {
+        server: connectedTo(redis) ?? null,
+        role: field('role'),
+        replicas: Number(field('connected_slaves') ?? 0),
+        runId: field('run_id'),
+        ...(ctx.config.redis.sentinel ? { sentinelName: ctx.config.redis.sentinel.name } : {}),
+      },
       checkpoint: cp ? { ...cp, ageMs: Date.now() - cp.savedAt } : null,
       tailer: await Lease.holder(redis, keys.tailerLease),
       partitions: topology.partitions,
@@ -93,6 +114,10 @@ export async function status(ctx: Context, opts: { json?: boolean }): Promise<nu
   }
   const lines: string[] = [];
   const cp = r.checkpoint;
+  const rd = r.redis;
+  const role = rd.role === 'master' ? 'primary' : rd.role === 'slave' ? 'replica' : (rd.role ?? '?');
+  const via = rd.sentinelName ? ` of '${rd.sentinelName}' per Sentinel` : '';
+  lines.push(`redis         ${rd.server ?? '?'} (${role}${via}, ${rd.replicas} replica${rd.replicas === 1 ? '' : 's'}, run_id ${rd.runId?.slice(0, 12) ?? '?'})`);
   lines.push(`checkpoint    ${cp ? `${describePosition(cp.position)}, transaction #${cp.txnSeq}, saved ${(cp.ageMs / 1000).toFixed(1)} s ago` : 'none (the tailer has not run yet)'}`);
   lines.push(`tailer        ${r.tailer ? `active: ${r.tailer}` : 'none holds the lease (not running)'}`);
   lines.push(`partitions    ${r.partitions}`);

@@ -58,6 +58,14 @@ export class Lease extends EventEmitter<LeaseEvents> {
     return this.renewedAt + Math.floor((this.ttlMs * 2) / 3);
   }
 
+  /**
+   * Throws LeaseLostError unless the lease is held (see isHeld): called right before a write
+   * that only the holder may make (a fence).
+   */
+  check(): void {
+    if (!this.isHeld) throw new LeaseLostError(this.key);
+  }
+
   /** Who holds the lease now, if anyone. */
   static holder(redis: Redis, key: string): Promise<string | null> {
     return redis.get(key);
@@ -162,6 +170,15 @@ export class Lease extends EventEmitter<LeaseEvents> {
       }
       throw err;
     }
+  }
+
+  /**
+   * Runs `script` (written for its own KEYS and ARGV, unaware of the lease) only if we still own
+   * the lease, atomically in Redis; throws LeaseLostError otherwise. For writes a stale holder
+   * must never make, by scripts that also run unfenced.
+   */
+  runFenced(script: string, keys: string[], args: (string | Buffer)[]): Promise<unknown> {
+    return this.fenced(`table.remove(KEYS, 1)\ntable.remove(ARGV, 1)\n${script}`, keys, args);
   }
 
   async release(): Promise<void> {

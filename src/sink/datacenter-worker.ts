@@ -18,7 +18,7 @@ import type { ResolvedConfig } from '../config/schema.js';
 import { Lease, sleep } from '../coordination/lease.js';
 import { Lifecycle, type LifecycleState } from '../coordination/lifecycle.js';
 import { RedisRestartDetector, connectRedis } from '../coordination/redis.js';
-import { errorMessage, McreplError } from '../errors.js';
+import { errorMessage, LeaseLostError, McreplError } from '../errors.js';
 import { DeadLetterStore } from '../fanout/dead-letters.js';
 import { corrupt, readJob, sliceJobOps, type JobData } from '../fanout/job-codec.js';
 import type { Op } from '../fanout/op.js';
@@ -70,6 +70,9 @@ for i = 3, #KEYS do
 end
 return 1`;
 
+/** Records a server's state (under the lease: a stale worker group must not overwrite it). */
+const SAVE_SERVER_STATE = `redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return 1`;
+
 /** A server's state as recorded in Redis (`<prefix>:servers:<dc>`). */
 export type ServerState = SavedServerState & { since: string };
 
@@ -104,6 +107,11 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
   private readonly redis: Redis;
   private readonly keys: RedisKeys;
   private readonly lease: Lease;
+  /**
+   * Right before any write leaves for memcached: only while this group holds its lease (see
+   * docs/decisions/0020 for why the successor can never overlap with it).
+   */
+  private readonly fence = (): void => this.lease.check();
   private readonly deadLetters: DeadLetterStore;
   private readonly channels: ServerChannel[];
   /** Warms every healthy server that is missing keys, if a complete peer is healthy. */
@@ -153,10 +161,11 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
           logger: this.logger,
           username: config.memcached.username,
           password: config.memcached.password,
+          fence: this.fence,
         }), {
           logger: this.logger,
           store,
-          missed: new RedisMissedOpStore(this.redis, this.keys, dc, s, config.worker.missedOpsMaxKeys, config.worker.missedOpsMaxBytes),
+          missed: new RedisMissedOpStore(this.redis, this.keys, dc, s, config.worker.missedOpsMaxKeys, config.worker.missedOpsMaxBytes, (sc, k, a) => this.lease.runFenced(sc, k, a)),
           signal: this.abort.signal,
           onRefused: (r) => this.recordRefusals(r),
           probeIntervalMs: config.worker.probeIntervalMs,
@@ -380,10 +389,11 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
   private async saveServerState(address: string, state: SavedServerState): Promise<void> {
     for (;;) {
       try {
-        await this.redis.hset(this.keys.servers(this.dc), address, JSON.stringify({ ...state, since: new Date().toISOString() }));
+        await this.lease.runFenced(SAVE_SERVER_STATE, [this.keys.servers(this.dc)], [address, JSON.stringify({ ...state, since: new Date().toISOString() })]);
         return;
       } catch (err) {
         this.abort.signal.throwIfAborted();
+        if (err instanceof LeaseLostError) throw err;
         this.logger.warn({ server: address, err: errorMessage(err) }, 'could not record server state; retrying');
         await sleep(500, this.abort.signal);
       }
@@ -409,7 +419,7 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     const peer = source;
     const timeoutMs = this.config.memcached.timeoutMs * 5;
     const from = new MetaClient(peer.address, timeoutMs);
-    const to = new MetaClient(target.address, timeoutMs);
+    const to = new MetaClient(target.address, timeoutMs, this.fence);
     let copied = 0;
     try {
       await MetaClient.eachKey(peer.address, timeoutMs, 1_000, async (keys) => {

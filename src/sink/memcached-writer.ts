@@ -9,7 +9,7 @@
  * per key first), so their completion order does not matter and any subset can be retried.
  */
 import memjs from 'memjs';
-import { MetaWriter } from './meta-client.js';
+import { MetaWriter, type Fence } from './meta-client.js';
 import type { Logger } from '../observability/logger.js';
 
 export type WriteOp =
@@ -33,6 +33,14 @@ export interface MemcachedWriter {
   identity(): Promise<ServerIdentity>;
   /** Invalidates every item on the server (`flush_all`). */
   flushAll(): Promise<void>;
+  /**
+   * True once nothing this writer sent before can still be processed by the server (so a replay
+   * cannot be overtaken by an older write). Writers that cannot tell leave it out, and the
+   * worker waits `worker.settleMs` instead.
+   */
+  drained?(): Promise<boolean>;
+  /** The server restarted: nothing sent to its previous process can land any more. */
+  forgetUnconfirmed?(): void;
   close(): Promise<void>;
 }
 
@@ -43,6 +51,8 @@ export interface WriterOptions {
   /** SASL PLAIN credentials (binary protocol), for servers started with -S. */
   username?: string | undefined;
   password?: string | undefined;
+  /** Checked right before requests are handed to the socket (the worker group's lease). */
+  fence?: Fence | undefined;
 }
 
 export type WriterFactory = (address: string, opts: WriterOptions) => MemcachedWriter;
@@ -71,12 +81,14 @@ const MEMJS_WINDOW = 500;
 export class MemjsWriter implements MemcachedWriter {
   private readonly client: memjs.Client;
   private readonly timeoutMs: number;
+  private readonly fence: Fence | undefined;
 
   constructor(
     readonly address: string,
     opts: WriterOptions,
   ) {
     this.timeoutMs = opts.timeoutMs;
+    this.fence = opts.fence;
     this.client = memjs.Client.create(address, {
       // One attempt per request: retrying (and its order) is the worker's business.
       retries: 1,
@@ -97,6 +109,9 @@ export class MemjsWriter implements MemcachedWriter {
   }
 
   private async writeWindow(ops: readonly WriteOp[]): Promise<WriteOutcome[]> {
+    // memjs queues requests itself, so the lease is checked per window of requests, not per
+    // socket write as the meta writer does (docs/decisions/0020).
+    this.fence?.();
     // The window's requests go out at once on the server's connection (pipelined); replies
     // come back in order.
     const pending = ops.map((op) =>

@@ -42,8 +42,11 @@ function lineAt(buf: Buffer, at: number): { line: string; next: number } | undef
  * every request still without a reply.
  */
 class Batch<T> implements Pending {
+  /** Every reply has been read (what the connection needs to stay in step). */
   done: boolean;
   private readonly values: T[] = [];
+  /** The caller has its answer (all replies, or the failure). */
+  private settled = false;
 
   constructor(
     private readonly count: number,
@@ -78,16 +81,25 @@ class Batch<T> implements Pending {
       at = r.next;
     }
     this.done = true;
-    this.resolve(this.values);
+    if (!this.settled) {
+      this.settled = true;
+      this.resolve(this.values);
+    }
     return at;
   }
 
+  /**
+   * Answers the caller with the failure (or `failed(err)` for each request without a reply). The
+   * replies may still be read afterwards (a stalled connection stays open): they are dropped.
+   */
   fail(err: Error): void {
+    if (this.settled) return;
+    this.settled = true;
     if (!this.failed) return this.reject(err);
     const value = this.failed(err);
-    while (this.values.length < this.count) this.values.push(value);
-    this.done = true;
-    this.resolve(this.values);
+    const out = this.values.slice();
+    while (out.length < this.count) out.push(value);
+    this.resolve(out);
   }
 }
 
@@ -101,18 +113,64 @@ class ReplyOutOfStep extends Error {
   }
 }
 
-/** One pipelined text-protocol connection; connects on first use and again after a failure. */
+/**
+ * Request bytes sent and not yet answered, per connection. A request goes out only while this
+ * much or less is in flight (or nothing is), so what the process hands the kernel always fits
+ * in its socket buffer at once: no byte of ours waits in Node's own write queue, where it would
+ * go out on its own after a pause of the process (SIGSTOP, a VM stall) without the lease check
+ * in front of it (docs/decisions/0020).
+ */
+export const WINDOW_BYTES = 16 * 1024;
+
+/**
+ * Called right before bytes are handed to the socket; throws to stop them (a worker group that
+ * lost, or may have lost, its lease: `Lease.check`).
+ */
+export type Fence = () => void;
+
+interface Outgoing {
+  cmd: Buffer;
+  pending: Pending;
+}
+
+interface InFlight {
+  pending: Pending;
+  bytes: number;
+  /** Its caller was told it failed (stall): its replies are still read, then dropped. */
+  abandoned: boolean;
+}
+
+/**
+ * One pipelined text-protocol connection; connects on first use and again after the server
+ * closed it.
+ *
+ * memcached answers a connection's requests in order, one after the other. So a connection
+ * whose server stops answering (paused, overloaded) is not closed: its callers are told their
+ * requests failed (retriable), but the requests stay in flight, their replies are read and
+ * dropped when they come, and whatever is sent on it later is answered only after them. A
+ * reply on this connection therefore proves that everything sent before it was processed: no
+ * request of ours can land after a later one (see ServerChannel's recovery). A connection that
+ * closes with requests still unanswered is remembered (`unconfirmed`) until the server shows it
+ * no longer holds it (`drained`).
+ */
 export class MetaConnection {
   private socket: net.Socket | undefined;
   private connecting: Promise<net.Socket> | undefined;
   private rest: Buffer = Buffer.alloc(0);
-  private readonly queue: Pending[] = [];
+  /** Sent, waiting for replies, in order. */
+  private readonly inFlight: InFlight[] = [];
+  private inFlightBytes = 0;
+  /** Not sent yet (the window is full, or the connection is being opened). */
+  private readonly outbox: Outgoing[] = [];
   private timer: NodeJS.Timeout | undefined;
+  /** Local ports of connections that closed with requests unanswered: the server may still hold them. */
+  private readonly unconfirmed = new Set<number>();
 
   constructor(
     readonly address: string,
     private readonly timeoutMs: number,
     private readonly connectTimeoutMs = timeoutMs,
+    private readonly fence?: Fence,
   ) {}
 
   private connect(): Promise<net.Socket> {
@@ -142,7 +200,7 @@ export class MetaConnection {
           if (this.connecting === attempt) this.connecting = undefined;
           reject(err);
         } else if (this.socket === s) {
-          this.fail(err);
+          this.closed(err);
         }
       };
       s.on('error', gone);
@@ -156,58 +214,130 @@ export class MetaConnection {
     const buf = this.rest.length === 0 ? d : Buffer.concat([this.rest, d]);
     let at = 0;
     try {
-      while (this.queue.length > 0) {
-        const p = this.queue[0]!;
-        at = p.read(buf, at);
-        if (!p.done) break;
-        this.queue.shift();
+      while (this.inFlight.length > 0) {
+        const f = this.inFlight[0]!;
+        at = f.pending.read(buf, at);
+        if (!f.pending.done) break;
+        this.inFlight.shift();
+        this.inFlightBytes -= f.bytes;
       }
     } catch (err) {
-      this.fail(err instanceof Error ? err : new Error(String(err)));
+      this.close(err instanceof Error ? err : new Error(String(err)));
       return;
     }
-    if (this.queue.length === 0 && at < buf.length) {
-      this.fail(new Error(`${this.address}: unexpected reply: ${JSON.stringify(buf.toString('latin1', at, Math.min(buf.length, at + 80)))}`));
+    if (this.inFlight.length === 0 && at < buf.length) {
+      this.close(new Error(`${this.address}: unexpected reply: ${JSON.stringify(buf.toString('latin1', at, Math.min(buf.length, at + 80)))}`));
       return;
     }
     // Copy what is left: a subarray would pin the whole chunk it came from.
     this.rest = at >= buf.length ? Buffer.alloc(0) : Buffer.from(buf.subarray(at));
     this.armTimer();
+    this.pump();
   }
 
   /** While replies are due, the server must make progress within timeoutMs. */
   private armTimer(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.queue.length > 0) {
-      this.timer = setTimeout(() => this.fail(new Error(`${this.address}: no reply within ${this.timeoutMs} ms (connection reset)`)), this.timeoutMs);
+    if (this.inFlight.length > 0 || this.outbox.length > 0) {
+      this.timer = setTimeout(() => this.stall(new Error(`${this.address}: no reply within ${this.timeoutMs} ms`)), this.timeoutMs);
     }
   }
 
-  /** Closes the connection and fails everything pending on it. */
-  fail(err: Error): void {
+  /**
+   * The server makes no progress: every caller is told its requests failed (retriable), but the
+   * connection stays open, its unanswered requests in flight (see the class comment).
+   */
+  private stall(err: Error): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    for (const f of this.inFlight) {
+      if (!f.abandoned) {
+        f.abandoned = true;
+        f.pending.fail(err);
+      }
+    }
+    for (const o of this.outbox.splice(0)) o.pending.fail(err);
+    if (this.inFlight.length > 0) this.armTimer();
+  }
+
+  /** The socket is gone (the server closed it, or a reply made no sense): everything pending fails. */
+  private closed(err: Error): void {
     clearTimeout(this.timer);
     this.timer = undefined;
     const s = this.socket;
     this.socket = undefined;
+    if (this.inFlight.length > 0 && s?.localPort !== undefined) this.unconfirmed.add(s.localPort);
     s?.destroy();
     this.rest = Buffer.alloc(0);
-    for (const p of this.queue.splice(0)) p.fail(err);
+    this.inFlightBytes = 0;
+    for (const f of this.inFlight.splice(0)) if (!f.abandoned) f.pending.fail(err);
+    for (const o of this.outbox.splice(0)) o.pending.fail(err);
+  }
+
+  /** Closes the connection and fails everything pending on it. */
+  close(err: Error = new Error(`${this.address}: closed`)): void {
+    this.closed(err);
   }
 
   /** Sends `cmd` and waits for its replies, read by `pending`. */
   async send(cmd: Buffer, pending: Pending): Promise<void> {
-    let s: net.Socket;
+    if (pending.done) return;
+    this.outbox.push({ cmd, pending });
     try {
-      s = await this.connect();
+      await this.connect();
     } catch (err) {
+      const i = this.outbox.findIndex((o) => o.pending === pending);
+      if (i >= 0) this.outbox.splice(i, 1);
       pending.fail(err instanceof Error ? err : new Error(String(err)));
       return;
     }
-    if (pending.done) return;
-    this.queue.push(pending);
-    if (this.queue.length === 1) this.armTimer();
-    s.write(cmd);
+    this.pump();
+  }
+
+  /** Sends what the window allows, each request after the fence let it through. */
+  private pump(): void {
+    const s = this.socket;
+    if (!s || s.destroyed) return;
+    while (this.outbox.length > 0) {
+      const next = this.outbox[0]!;
+      if (this.inFlight.length > 0 && this.inFlightBytes + next.cmd.length > WINDOW_BYTES) break;
+      this.outbox.shift();
+      try {
+        this.fence?.();
+      } catch (err) {
+        next.pending.fail(err instanceof Error ? err : new Error(String(err)));
+        for (const o of this.outbox.splice(0)) o.pending.fail(err instanceof Error ? err : new Error(String(err)));
+        return;
+      }
+      this.inFlight.push({ pending: next.pending, bytes: next.cmd.length, abandoned: false });
+      this.inFlightBytes += next.cmd.length;
+      if (this.inFlight.length === 1) this.armTimer();
+      s.write(next.cmd);
+    }
+  }
+
+  /**
+   * True once no request this process sent to the server can still be processed by it: every
+   * connection that closed with requests unanswered is gone from the server's own list of
+   * connections (`stats conns`). Requests on the open connection need no check: anything sent
+   * after them is answered after them.
+   */
+  async drained(): Promise<boolean> {
+    if (this.unconfirmed.size === 0) return true;
+    const [lines] = await this.batch(Buffer.from('stats conns\r\n'), 1, statsReply);
+    const open = new Set<number>();
+    for (const [name, value] of lines!) {
+      const m = /:addr$/.test(name) ? /:(\d+)$/.exec(value) : null;
+      if (m) open.add(Number(m[1]));
+    }
+    for (const port of this.unconfirmed) if (!open.has(port) || port === this.socket?.localPort) this.unconfirmed.delete(port);
+    return this.unconfirmed.size === 0;
+  }
+
+  /** The server restarted: nothing of its old process can be processed any more. */
+  forgetUnconfirmed(): void {
+    this.unconfirmed.clear();
   }
 
   /** `count` requests in `cmd`, one reply each, read by `one`. */
@@ -215,10 +345,6 @@ export class MetaConnection {
     return new Promise<T[]>((resolve, reject) => {
       void this.send(cmd, new Batch(count, one, resolve, reject, failed, stored));
     });
-  }
-
-  close(): void {
-    this.fail(new Error(`${this.address}: closed`));
   }
 }
 
@@ -278,8 +404,8 @@ function writeReply(address: string): (buf: Buffer, at: number) => { value: Writ
 
 const OK: WriteOutcome = { ok: true };
 
-/** Largest batch sent in one piece; bigger ones are split (memory, and fairness between calls). */
-const MAX_BATCH_BYTES = 4 * 1024 * 1024;
+/** Largest run of requests sent as one piece: the connection's window (see WINDOW_BYTES). */
+const MAX_BATCH_BYTES = WINDOW_BYTES;
 
 export class MetaWriter implements MemcachedWriter {
   private readonly conn: MetaConnection;
@@ -287,10 +413,18 @@ export class MetaWriter implements MemcachedWriter {
 
   constructor(
     readonly address: string,
-    private readonly opts: { timeoutMs: number; connectTimeoutMs: number },
+    private readonly opts: { timeoutMs: number; connectTimeoutMs: number; fence?: Fence | undefined },
   ) {
-    this.conn = new MetaConnection(address, opts.timeoutMs, opts.connectTimeoutMs);
+    this.conn = new MetaConnection(address, opts.timeoutMs, opts.connectTimeoutMs, opts.fence);
     this.reply = writeReply(address);
+  }
+
+  drained(): Promise<boolean> {
+    return this.conn.drained();
+  }
+
+  forgetUnconfirmed(): void {
+    this.conn.forgetUnconfirmed();
   }
 
   async write(ops: readonly WriteOp[]): Promise<WriteOutcome[]> {
@@ -372,8 +506,9 @@ export class MetaClient {
   constructor(
     readonly address: string,
     timeoutMs: number,
+    fence?: Fence,
   ) {
-    this.conn = new MetaConnection(address, timeoutMs);
+    this.conn = new MetaConnection(address, timeoutMs, timeoutMs, fence);
   }
 
   /** Value and remaining TTL (seconds, -1 = never) of each key; null where missing. */

@@ -59,9 +59,15 @@ return removed`;
 /** Ops kept per script call. */
 const ADD_SLICE = 1_000;
 
+/** Runs a Lua script that writes (the worker passes its lease's `runFenced`). */
+export type ScriptRunner = (script: string, keys: string[], args: (string | Buffer)[]) => Promise<unknown>;
+
+const CLEAR = `redis.call('DEL', KEYS[1], KEYS[2]) return 1`;
+
 export class RedisMissedOpStore implements MissedOpStore {
   private readonly hash: string;
   private readonly bytes: string;
+  private readonly run: ScriptRunner;
 
   constructor(
     private readonly redis: Redis,
@@ -70,7 +76,10 @@ export class RedisMissedOpStore implements MissedOpStore {
     address: string,
     private readonly maxKeys: number,
     private readonly maxBytes: number,
+    /** Every write goes through it: a worker group that lost its lease keeps nothing any more. */
+    run?: ScriptRunner,
   ) {
+    this.run = run ?? ((script, k, a) => runScript(redis, script, k, a));
     this.hash = keys.missed(dc, address);
     this.bytes = `${this.hash}:bytes`;
   }
@@ -81,7 +90,7 @@ export class RedisMissedOpStore implements MissedOpStore {
     for (let i = 0; i < ops.length; i += ADD_SLICE) {
       const args: (string | Buffer)[] = [String(this.maxKeys), String(this.maxBytes)];
       for (let j = i; j < Math.min(ops.length, i + ADD_SLICE); j++) args.push(ops[j]!.key, encodeOps([ops[j]!]));
-      const n = (await runScript(this.redis, ADD, [this.hash, this.bytes], args)) as number;
+      const n = (await this.run(ADD, [this.hash, this.bytes], args)) as number;
       if (n < 0) return false; // overflowed: everything kept is gone, the server will be flushed
     }
     return true;
@@ -112,11 +121,11 @@ export class RedisMissedOpStore implements MissedOpStore {
     if (entries.length === 0) return;
     const args: Buffer[] = [];
     for (const e of entries) args.push(e.op.key, e.raw);
-    await runScript(this.redis, ACK, [this.hash, this.bytes], args);
+    await this.run(ACK, [this.hash, this.bytes], args);
   }
 
   async clear(): Promise<void> {
-    await this.redis.del(this.hash, this.bytes);
+    await this.run(CLEAR, [this.hash, this.bytes], []);
   }
 }
 

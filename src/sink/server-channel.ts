@@ -8,10 +8,10 @@
  * - Recovering: if it restarted (new pid/start time), if the missed ops overflowed their bound, or
  *   if a previous worker left it marked dirty (its missed ops died with that worker), it is
  *   flushed first, so it cannot keep serving a value that a later set or delete replaced. If it
- *   is the same process (paused, or the network blinked), the worker waits a settle period, so
- *   that requests sent before the failure and still buffered on the old connection land before
- *   the replay. Then the missed ops are replayed; ops arriving meanwhile join them. Only when
- *   nothing is left does it count as healthy again.
+ *   is the same process (paused, or the network blinked), nothing is written to it until every
+ *   request sent before the failure has been processed or can never be (`whenDrained`), so no
+ *   old write can land after the replay. Then the missed ops are replayed; ops arriving
+ *   meanwhile join them. Only when nothing is left does it count as healthy again.
  * The dirty mark is saved (ChannelStore) before a job completes without the server, so a worker
  * that crashes meanwhile cannot leave a stale server behind.
  *
@@ -355,14 +355,19 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
           }
         }
         this.setHealth('recovering');
-        if (this.identity !== undefined && isRestart(this.identity, id)) {
+        const isNew = this.identity !== undefined && isRestart(this.identity, id);
+        if (isNew) {
           restarted = this.needsWarm = true;
           this._complete = false;
           this.stats.restarts++;
+          this.writer.forgetUnconfirmed?.();
           this.opts.logger.warn({ server: this.address, was: this.identity, now: id }, 'memcached server restarted (it is empty)');
         }
         this.identity = id;
         try {
+          // The same process: whatever it still holds from before the failure must land before
+          // anything written now (a flush, a warm, the replay).
+          if (!isNew) await this.whenDrained();
           if (this.mustFlush) {
             // It may hold values that later ops replaced: start from empty.
             await this.writer.flushAll();
@@ -394,9 +399,6 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
             this._complete = result === 'complete';
             this.needsWarm = false;
             await this.save();
-          } else {
-            // Same process back: let anything it still had from before the failure land first.
-            await sleep(this.opts.settleMs, signal);
           }
         } catch (err) {
           signal.throwIfAborted();
@@ -418,6 +420,27 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
       }
     } catch (err) {
       if (!signal.aborted) this.opts.logger.error({ server: this.address, err: errorMessage(err) }, 'server recovery stopped');
+    }
+  }
+
+  /**
+   * Resolves once nothing sent to the server before can still be processed by it. The meta
+   * writer knows: its connection stays open through a stall, so the probe that just answered on
+   * it came after every earlier request, and a connection that closed with requests unanswered
+   * is waited for until the server no longer lists it. A writer that cannot tell (memjs) waits
+   * `settleMs` and hopes.
+   */
+  private async whenDrained(): Promise<void> {
+    const signal = this.opts.signal;
+    if (!this.writer.drained) {
+      await sleep(this.opts.settleMs, signal);
+      return;
+    }
+    let logged = false;
+    while (!(await this.writer.drained())) {
+      if (!logged) this.opts.logger.warn({ server: this.address }, 'an old connection of this worker, closed with requests unanswered, is still open on the server: waiting for it to go before writing again');
+      logged = true;
+      await sleep(this.opts.probeIntervalMs, signal);
     }
   }
 

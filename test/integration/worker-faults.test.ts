@@ -11,10 +11,11 @@ import { queueDepth } from '../../src/fanout/topology.js';
 import { Queue, Worker } from 'bullmq';
 import { encodeJob } from '../../src/fanout/job-codec.js';
 import { DatacenterWorker, serverStateOf } from '../../src/sink/datacenter-worker.js';
-import { textGet } from '../../scripts/memcached-text.js';
+import { MemcachedTextClient, textGet } from '../../scripts/memcached-text.js';
 import { McreplProcess, writeConfigFile } from '../helpers/cli.js';
 import { createTestEnv, layout, type TestEnv } from '../helpers/env.js';
 import { PrivateMemcached } from '../helpers/memcached-server.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const stackServer = (name: string) => `127.0.0.1:${layout.memcached.find((m) => m.name === name)!.port}`;
@@ -49,9 +50,56 @@ function eastQueue(env: TestEnv): { keys: RedisKeys; q: Queue } {
   return { keys, q };
 }
 
+async function memcachedStats(address: string): Promise<Record<string, string>> {
+  const c = new MemcachedTextClient(address, 2_000);
+  try {
+    return await c.stats();
+  } finally {
+    c.close();
+  }
+}
+
 const onServer = async (address: string, key: string, want: string | null) => ((await textGet(address, key))?.toString() ?? null) === want;
 
 describe('a memcached server that is down', () => {
+  test('a paused server that works through old buffered writes late (after any settle window) still ends with the last value', async () => {
+    // The worker reaches `late` through a proxy that can hold back what is sent on the
+    // connections open now and deliver it later: memcached working through its old socket
+    // buffer after everything sent on newer connections. No settle window to hide behind.
+    const late = await PrivateMemcached.create();
+    cleanup.push(() => late.stop());
+    await late.start();
+    const proxy = new TcpProxy(late.port);
+    await proxy.start();
+    cleanup.push(() => proxy.close());
+    const via = `127.0.0.1:${proxy.port}`;
+    const env = await faultsEnv({ 'datacenters.east': { servers: [stackServer('east-1'), via] }, 'worker.settleMs': 0, 'memcached.timeoutMs': 300 });
+    const keys = new RedisKeys(env.prefix);
+    await env.startPipeline();
+    const k = env.key('late');
+    await env.sql.query('CALL set_key(1, ?, ?, 0)', [k, 'v1']);
+    await waitFor(() => onServer(late.address, k, 'v1'), { message: 'v1 everywhere' });
+
+    assert.ok(proxy.hold() >= 1, "the worker's connection is held");
+    await env.sql.query('CALL set_key(1, ?, ?, 0)', [k, 'v2']);
+    // v2 went out on the held connection and timed out: kept for the server, which is down.
+    await waitFor(async () => (await env.redis.hlen(keys.missed('east', via))) === 1, { message: 'v2 kept for the server' });
+    await env.sql.query('CALL set_key(1, ?, ?, 0)', [k, 'v3']);
+    await waitFor(() => onServer(stackServer('east-1'), k, 'v3'), { message: 'v3 on its peer' });
+    const setsBefore = Number((await memcachedStats(late.address)).cmd_set);
+
+    // The old bytes (v2) reach the server now, after v3 was applied elsewhere.
+    proxy.release();
+    await waitFor(
+      async () =>
+        Number((await memcachedStats(late.address)).cmd_set) > setsBefore &&
+        serverStateOf((await env.redis.hget(keys.servers('east'), via)) ?? undefined)?.health === 'healthy' &&
+        (await env.redis.hlen(keys.missed('east', via))) === 0,
+      { timeoutMs: 10_000, message: 'the held write processed, the server healthy again with nothing kept' },
+    );
+    assert.equal((await textGet(late.address, k))?.toString(), 'v3', 'the last value, not the one that arrived late');
+  });
+
   test('the other servers go on at once; its missed ops are kept and replayed, last value per key, when it is back', async () => {
     const down = await PrivateMemcached.create();
     cleanup.push(() => down.stop());

@@ -114,13 +114,18 @@ class ReplyOutOfStep extends Error {
 }
 
 /**
- * Request bytes sent and not yet answered, per connection. A request goes out only while this
- * much or less is in flight (or nothing is), so what the process hands the kernel always fits
- * in its socket buffer at once: no byte of ours waits in Node's own write queue, where it would
- * go out on its own after a pause of the process (SIGSTOP, a VM stall) without the lease check
- * in front of it (docs/decisions/0020).
+ * Request bytes sent and not yet answered, per connection. A request goes out only while the
+ * window has room (or nothing is in flight), so what the process hands the kernel fits in the
+ * socket's send buffer at once: no byte of ours waits in Node's own write queue, where it would
+ * go out by itself after a pause of the process (SIGSTOP, a VM stall) with no lease check in
+ * front of it (docs/decisions/0020). It starts at the kernel's initial send buffer (16 KiB,
+ * `net.ipv4.tcp_wmem`), grows while every write is taken whole (the kernel grows the buffer of
+ * a busy connection), and falls back to the start as soon as one is not.
  */
 export const WINDOW_BYTES = 16 * 1024;
+const WINDOW_MAX_BYTES = 256 * 1024;
+/** Writes taken whole in a row before the window doubles. */
+const WINDOW_GROW_AFTER = 32;
 
 /**
  * Called right before bytes are handed to the socket; throws to stop them (a worker group that
@@ -160,6 +165,8 @@ export class MetaConnection {
   /** Sent, waiting for replies, in order. */
   private readonly inFlight: InFlight[] = [];
   private inFlightBytes = 0;
+  private window = WINDOW_BYTES;
+  private wholeWrites = 0;
   /** Not sent yet (the window is full, or the connection is being opened). */
   private readonly outbox: Outgoing[] = [];
   private timer: NodeJS.Timeout | undefined;
@@ -301,7 +308,12 @@ export class MetaConnection {
     if (!s || s.destroyed) return;
     while (this.outbox.length > 0) {
       const next = this.outbox[0]!;
-      if (this.inFlight.length > 0 && this.inFlightBytes + next.cmd.length > WINDOW_BYTES) break;
+      if (this.inFlight.length > 0 && this.inFlightBytes + next.cmd.length > this.window) break;
+      // Bytes still in Node's queue: nothing more until they are in the kernel.
+      if (s.writableLength > 0) {
+        s.once('drain', () => this.pump());
+        break;
+      }
       this.outbox.shift();
       try {
         this.fence?.();
@@ -314,6 +326,13 @@ export class MetaConnection {
       this.inFlightBytes += next.cmd.length;
       if (this.inFlight.length === 1) this.armTimer();
       s.write(next.cmd);
+      if (s.writableLength > 0) {
+        this.window = WINDOW_BYTES;
+        this.wholeWrites = 0;
+      } else if (++this.wholeWrites >= WINDOW_GROW_AFTER && this.window < WINDOW_MAX_BYTES) {
+        this.window *= 2;
+        this.wholeWrites = 0;
+      }
     }
   }
 
@@ -333,6 +352,11 @@ export class MetaConnection {
     }
     for (const port of this.unconfirmed) if (!open.has(port) || port === this.socket?.localPort) this.unconfirmed.delete(port);
     return this.unconfirmed.size === 0;
+  }
+
+  /** How many request bytes may go out as one piece now (the window). */
+  get windowBytes(): number {
+    return this.window;
   }
 
   /** The server restarted: nothing of its old process can be processed any more. */
@@ -404,9 +428,6 @@ function writeReply(address: string): (buf: Buffer, at: number) => { value: Writ
 
 const OK: WriteOutcome = { ok: true };
 
-/** Largest run of requests sent as one piece: the connection's window (see WINDOW_BYTES). */
-const MAX_BATCH_BYTES = WINDOW_BYTES;
-
 export class MetaWriter implements MemcachedWriter {
   private readonly conn: MetaConnection;
   private readonly reply: ReturnType<typeof writeReply>;
@@ -430,11 +451,12 @@ export class MetaWriter implements MemcachedWriter {
   async write(ops: readonly WriteOp[]): Promise<WriteOutcome[]> {
     if (ops.length === 0) return [];
     const parts: Promise<WriteOutcome[]>[] = [];
+    const maxPart = this.conn.windowBytes;
     let from = 0;
     let bytes = 0;
     for (let i = 0; i <= ops.length; i++) {
       const size = i < ops.length ? writeSize(ops[i]!) : 0;
-      if (i === ops.length || (bytes > 0 && bytes + size > MAX_BATCH_BYTES)) {
+      if (i === ops.length || (bytes > 0 && bytes + size > maxPart)) {
         const slice = from === 0 && i === ops.length ? ops : ops.slice(from, i);
         // What gets no reply failed with the connection: worth retrying.
         parts.push(this.conn.batch(encodeWrites(slice), slice.length, this.reply, (err) => ({ ok: false, retriable: true, error: err.message }), OK));

@@ -173,8 +173,9 @@ export const workerSchema = z.strictObject({
   /** How often a server that is down is asked whether it is back (ms). */
   probeIntervalMs: positiveInt.default(500),
   /**
-   * When a server that was paused or cut off answers again, wait this long before replaying
-   * its missed ops, so that requests it still holds from before land first (ms).
+   * memjs writer only (SASL): when a server that was paused or cut off answers again, wait this
+   * long before replaying its missed ops, so that requests it still holds from before land
+   * first (ms). The meta writer knows when they have (docs/decisions/0020) and never waits.
    */
   settleMs: nonNegativeInt.default(1_000),
   /**

@@ -22,6 +22,8 @@ export interface StagedTxn {
   rows: number;
   /** Sequence number before its first op (to start over if the stream breaks mid-transaction). */
   readonly startSeq: number;
+  /** No longer wanted (the stream broke in its middle, or Redis restarted): stage nothing more. */
+  abandoned?: boolean;
   /** Set at its end: it rolled back (remove the payloads), or was two-phase XA (delete its keys instead). */
   outcome?: 'commit' | 'rollback' | 'xa';
   /** Its dead letters (recorded only if it commits), up to the list's size; the rest counted. */

@@ -1,9 +1,10 @@
 /**
  * A cache operation as it travels from the tailer to the data-center workers.
  *
- * `t` is the sequence number of the source transaction: consecutive over the tailer's stream
- * and stable across restarts (it is saved with the checkpoint), so a worker can tell an op it
- * already applied (replayed after a tailer restart) from a new one.
+ * `t` is the op's own sequence number: consecutive over the tailer's stream (one per row, in
+ * binlog order) and stable across restarts (the checkpoint saves the last one), so a worker can
+ * tell an op it already applied (replayed after a tailer restart) from a new one, even when one
+ * transaction spans several jobs (decision 0019).
  */
 export type Op = SetOp | DeleteOp | FlushMarkerOp;
 
@@ -13,7 +14,7 @@ export interface SetOp {
   nsId: number;
   key: Buffer;
   value: Buffer;
-  /** Absolute expiry in unix seconds (0 = never), fixed from the transaction's commit time. */
+  /** Absolute expiry in unix seconds (0 = never), fixed from the time of the statement that wrote it. */
   expiresAt: number;
 }
 

@@ -12,9 +12,13 @@
  * FlowProducer.addBulk would silently drop a per-job error). The queues' commands
  * share one connection, so they are pipelined. If anything fails the whole batch is enqueued
  * again: the payloads are rewritten under the same ids, and jobs that made it the first time are
- * then duplicates, which the workers recognise by their ops' transaction numbers and skip.
+ * then duplicates, which the workers recognise by their ops' sequence numbers and skip.
  * (A tailer that dies between writing payloads and adding their jobs leaves those payloads
  * behind; the next tailer removes them at start, see `sweepPayloads`.)
+ *
+ * A large transaction is stored chunk by chunk as it streams in (`stage`: payloads only) and its
+ * jobs are added at its end (`add`), or its payloads removed if it rolled back (`discard`):
+ * decision 0019.
  *
  * Jobs never use BullMQ's `attempts`: a retried job would go to the back of its queue, behind
  * later ops on the same keys. Workers retry inside the job instead.
@@ -33,9 +37,6 @@ export const JOB_NAME = 'ops';
  * holds a few ops, and a payload of its own would cost a round trip on each side.
  */
 export const INLINE_MAX_BYTES = 8 * 1024;
-
-/** Jobs added per round (a large transaction's commit adds one per staged chunk and partition). */
-const ADD_SLICE = 256;
 
 export class FanoutProducer {
   private readonly queues = new Map<string, Queue<JobData>>();
@@ -80,32 +81,26 @@ export class FanoutProducer {
   }
 
   /**
-   * Adds jobs (in order) to every data center's queue, at most ADD_SLICE at a time; `extra` is
-   * merged into each job's data. Resolves once Redis has every job, throws if any is missing.
+   * Adds jobs (in order) to every data center's queue, pipelined; `extra` is merged into each
+   * job's data. Resolves once Redis has every job, throws if any is missing.
    */
   async add(jobs: readonly JobRef[], extra: Partial<JobData> = {}): Promise<number> {
-    let added = 0;
-    for (let i = 0; i < jobs.length; i += ADD_SLICE) {
-      const adds: Promise<unknown>[] = [];
-      for (const { partition, data } of jobs.slice(i, i + ADD_SLICE)) {
-        for (const dc of this.datacenters) {
-          adds.push(this.queue(dc, partition).add(JOB_NAME, { ...data, ...extra }, { attempts: 1, removeOnComplete: true, removeOnFail: 1_000 }));
-        }
+    const adds: Promise<unknown>[] = [];
+    for (const { partition, data } of jobs) {
+      for (const dc of this.datacenters) {
+        adds.push(this.queue(dc, partition).add(JOB_NAME, { ...data, ...extra }, { attempts: 1, removeOnComplete: true, removeOnFail: 1_000 }));
       }
-      const results = await Promise.allSettled(adds);
-      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-      if (failed) throw failed.reason;
-      added += adds.length;
     }
-    return added;
+    const results = await Promise.allSettled(adds);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    return adds.length;
   }
 
   /** Removes the payloads of staged jobs that will never be added (their transaction rolled back). */
   async discard(jobs: readonly JobRef[]): Promise<void> {
-    for (let i = 0; i < jobs.length; i += ADD_SLICE) {
-      const keys = jobs.slice(i, i + ADD_SLICE).flatMap((j) => (j.data.p ? [this.keys.payload(j.data.p)] : []));
-      if (keys.length > 0) await this.redis.del(...keys);
-    }
+    const keys = jobs.flatMap((j) => (j.data.p ? [this.keys.payload(j.data.p)] : []));
+    if (keys.length > 0) await this.redis.del(...keys);
   }
 
   /**

@@ -44,6 +44,8 @@ export const STORAGE_TABLE = 'mc_storage';
 class RewindNeeded extends Error {}
 
 const PERSIST_ATTEMPT_TIMEOUT_MS = 5_000;
+/** A large transaction's jobs are added (or its payloads removed) this many per Redis write. */
+const STAGED_JOBS_PER_WRITE = 256;
 
 function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -274,6 +276,8 @@ export class Tailer extends EventEmitter<TailerEvents> {
     o.ready = (async () => {
       await prev; // in order; a failed chunk fails the rest
       try {
+        // Abandoned (read again after a reconnect, or dropped by a rewind): nothing more to store.
+        if (o.abandoned) return;
         if (b.opCount > 0) o.refs.push(...(await this.persist('stage a large transaction', () => this.producer.stage(this.epoch, b))));
         this.stats.stagedChunks++;
       } finally {
@@ -296,6 +300,7 @@ export class Tailer extends EventEmitter<TailerEvents> {
     const o = this.open;
     if (!o) return;
     this.open = undefined;
+    o.abandoned = true;
     this.txnSeq = o.startSeq;
     this.logger.warn({ rows: o.rows }, 'binlog stream reconnected in the middle of a large transaction: reading it again');
   }
@@ -429,8 +434,13 @@ export class Tailer extends EventEmitter<TailerEvents> {
         const staged = b.staged;
         if (staged) {
           await staged.ready;
-          if (staged.outcome === 'rollback') await this.persist('remove a rolled-back transaction', () => this.producer.discard(staged.refs));
-          else this.stats.jobs += await this.persist('enqueue a large transaction', () => this.producer.add(staged.refs, staged.outcome === 'xa' ? { x: 1 } : {}));
+          // A few hundred jobs per write: each one short, retried on its own.
+          const extra = staged.outcome === 'xa' ? { x: 1 as const } : {};
+          for (let i = 0; i < staged.refs.length; i += STAGED_JOBS_PER_WRITE) {
+            const refs = staged.refs.slice(i, i + STAGED_JOBS_PER_WRITE);
+            if (staged.outcome === 'rollback') await this.persist('remove a rolled-back transaction', () => this.producer.discard(refs));
+            else this.stats.jobs += await this.persist('enqueue a large transaction', () => this.producer.add(refs, extra));
+          }
         }
         if (b.deadLetters.length > 0) await this.persist('record dead letters', () => this.deadLetters.add(b.deadLetters));
         if (b.position) {
@@ -520,8 +530,9 @@ export class Tailer extends EventEmitter<TailerEvents> {
     this.txnSeq = cp.txnSeq;
     this.batch = new Batch(this.config.partitions, cp.txnSeq);
     this.sealed.length = 0;
+    if (this.open) this.open.abandoned = true;
     this.open = undefined;
-    this.inFlightBytes = 0;
+    // What is still in flight (chunks being staged) takes its own bytes off when it settles.
     this.listener.resume();
     if (this.life.state === 'running') this.listener.start(cp.position);
   }

@@ -73,7 +73,7 @@ describe('status', () => {
     await env.redis.hset(new RedisKeys(env.prefix).servers('east'), lossy, JSON.stringify({ health: 'healthy', mustFlush: false, complete: false, since: new Date().toISOString() }));
     const r = await mcrepl(['-c', configFile, 'status']);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /checkpoint +gtid \d+-\d+-\d+, transaction #\d+, saved/);
+    assert.match(r.stdout, /checkpoint +gtid \d+-\d+-\d+, op #\d+, saved/);
     assert.match(r.stdout, /tailer +active: /);
     assert.match(r.stdout, /east +[1-9]\d* +\d+ +\d+ +[\d.]+ (B|KB|MB) +not running/);
     // No worker group runs: what an earlier one recorded is not shown as the present state.

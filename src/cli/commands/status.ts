@@ -118,7 +118,7 @@ export async function status(ctx: Context, opts: { json?: boolean }): Promise<nu
   const role = rd.role === 'master' ? 'primary' : rd.role === 'slave' ? 'replica' : (rd.role ?? '?');
   const via = rd.sentinelName ? ` of '${rd.sentinelName}' per Sentinel` : '';
   lines.push(`redis         ${rd.server ?? '?'} (${role}${via}, ${rd.replicas} replica${rd.replicas === 1 ? '' : 's'}, run_id ${rd.runId?.slice(0, 12) ?? '?'})`);
-  lines.push(`checkpoint    ${cp ? `${describePosition(cp.position)}, transaction #${cp.txnSeq}, saved ${(cp.ageMs / 1000).toFixed(1)} s ago` : 'none (the tailer has not run yet)'}`);
+  lines.push(`checkpoint    ${cp ? `${describePosition(cp.position)}, op #${cp.txnSeq}, saved ${(cp.ageMs / 1000).toFixed(1)} s ago` : 'none (the tailer has not run yet)'}`);
   lines.push(`tailer        ${r.tailer ? `active: ${r.tailer}` : 'none holds the lease (not running)'}`);
   lines.push(`partitions    ${r.partitions}`);
   lines.push('');

@@ -87,6 +87,8 @@ export class TestEnv {
     this.root = await connectMysql(this.config.mysql);
     this.sql = await connectMysql(mysqlFor(this.config.mysql, 'writer'));
     this.redis = new Redis(redisOptions(this.config.redis));
+    // Reconnects by itself (a test that restarts or fails Redis over); its commands say the rest.
+    this.redis.on('error', () => undefined);
     return this;
   }
 

@@ -393,24 +393,7 @@ export async function startRedis(layout: StackLayout): Promise<'started' | 'runn
   if (await portOpen(r.port)) throw new Error(`port ${r.port} is in use by a process this stack did not start; stop it or set MCREPL_STACK_PORT_BASE`);
   fs.mkdirSync(r.dir, { recursive: true });
   const password = ensureSecret(layout.secretsDir, 'redis');
-  // Durable enough for the fault tests: AOF, fsync every second; never evict queued jobs.
-  // The password is in this file (mode 600), not on redis-server's command line.
-  fs.writeFileSync(r.confFile, [
-    `port ${r.port}`,
-    'bind 127.0.0.1',
-    'protected-mode yes',
-    `dir ${r.dir}`,
-    'daemonize no',
-    'appendonly yes',
-    'appendfsync everysec',
-    'save ""',
-    'maxmemory-policy noeviction',
-    `requirepass ${password}`,
-    // If it is ever demoted to a replica (by the sentinels of `up --sentinel`), it syncs with this.
-    `masterauth ${password}`,
-    `logfile ${r.logFile}`,
-    '',
-  ].join('\n'), { mode: 0o600 });
+  fs.writeFileSync(r.confFile, [...redisDataConf(r.port, r.dir, r.logFile, password), ''].join('\n'), { mode: 0o600 });
   spawnDetached('/usr/bin/redis-server', [r.confFile], path.join(r.dir, 'redis.stdout'), r.pidFile);
   // Without AUTH a live Redis answers NOAUTH, which is all this needs to know.
   await waitUntil(`Redis on port ${r.port}`, () => ping(r.port, 'PING\r\n', '-NOAUTH'), 30_000, r.logFile);
@@ -510,10 +493,25 @@ async function startRedisNode(node: RedisNode, conf: string[], sentinel: boolean
 /** The data node settings of a group (primary and replica alike): the stack Redis's, plus quick replication. */
 function groupNodeConf(node: RedisNode, password: string, replicaOf?: number): string[] {
   return [
-    `port ${node.port}`,
+    ...redisDataConf(node.port, node.dir, node.logFile, password),
+    // A replica's first sync starts at once (the default waits 5 s for more replicas).
+    'repl-diskless-sync-delay 0',
+    ...(replicaOf ? [`replicaof 127.0.0.1 ${replicaOf}`] : []),
+  ];
+}
+
+/**
+ * A data node's settings, the stack Redis's and a Sentinel group's alike. Durable enough for the
+ * fault tests: AOF, fsync every second; never evict queued jobs. The password is in the file
+ * (mode 600), not on redis-server's command line; `masterauth` too, for when it is (or is
+ * demoted to) a replica.
+ */
+function redisDataConf(port: number, dir: string, logFile: string, password: string): string[] {
+  return [
+    `port ${port}`,
     'bind 127.0.0.1',
     'protected-mode yes',
-    `dir ${node.dir}`,
+    `dir ${dir}`,
     'daemonize no',
     'appendonly yes',
     'appendfsync everysec',
@@ -521,10 +519,7 @@ function groupNodeConf(node: RedisNode, password: string, replicaOf?: number): s
     'maxmemory-policy noeviction',
     `requirepass ${password}`,
     `masterauth ${password}`,
-    // A replica's first sync starts at once (the default waits 5 s for more replicas).
-    'repl-diskless-sync-delay 0',
-    `logfile ${node.logFile}`,
-    ...(replicaOf ? [`replicaof 127.0.0.1 ${replicaOf}`] : []),
+    `logfile ${logFile}`,
   ];
 }
 

@@ -50,8 +50,8 @@ async function payloadCount(env: TestEnv): Promise<number> {
 
 const LEASE_TROUBLE = /lost the lease|not renewed in time|lease renewal was late/;
 
-/** Rows of the bulk transaction; MCREPL_LARGE_TXN_ROWS runs the same test at 1,000,000 or 5,000,000 by hand. */
-const N = Number(process.env.MCREPL_LARGE_TXN_ROWS ?? 100_000);
+/** Rows of the bulk transaction; TEST_LARGE_TXN_ROWS runs the same test at 1,000,000 or 5,000,000 by hand. */
+const N = Number(process.env.TEST_LARGE_TXN_ROWS ?? 100_000);
 
 test(`a ${N.toLocaleString('en')}-row transaction streams through in chunks and converges everywhere, with a server down and the worker group killed midway`, { timeout: Math.max(600_000, N * 2) }, async (t) => {
   // East is two servers of its own: one stays up, the other is down while the transaction is

@@ -167,6 +167,7 @@ export class MetaConnection {
   private inFlightBytes = 0;
   private window = WINDOW_BYTES;
   private wholeWrites = 0;
+  private awaitingDrain = false;
   /** Not sent yet (the window is full, or the connection is being opened). */
   private readonly outbox: Outgoing[] = [];
   private timer: NodeJS.Timeout | undefined;
@@ -274,6 +275,7 @@ export class MetaConnection {
     this.timer = undefined;
     const s = this.socket;
     this.socket = undefined;
+    this.awaitingDrain = false;
     if (this.inFlight.length > 0 && s?.localPort !== undefined) this.unconfirmed.add(s.localPort);
     s?.destroy();
     this.rest = Buffer.alloc(0);
@@ -311,7 +313,13 @@ export class MetaConnection {
       if (this.inFlight.length > 0 && this.inFlightBytes + next.cmd.length > this.window) break;
       // Bytes still in Node's queue: nothing more until they are in the kernel.
       if (s.writableLength > 0) {
-        s.once('drain', () => this.pump());
+        if (!this.awaitingDrain) {
+          this.awaitingDrain = true;
+          s.once('drain', () => {
+            this.awaitingDrain = false;
+            this.pump();
+          });
+        }
         break;
       }
       this.outbox.shift();

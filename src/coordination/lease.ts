@@ -71,21 +71,29 @@ export class Lease extends EventEmitter<LeaseEvents> {
     return redis.get(key);
   }
 
-  /** Waits until the lease is ours (or `signal` aborts). */
+  /** Waits until the lease is ours (or `signal` aborts); Redis being away only makes it wait longer. */
   async acquire(signal?: AbortSignal): Promise<void> {
     let announced = false;
+    let unreachable = false;
     for (;;) {
       signal?.throwIfAborted();
       const sentAt = Date.now();
-      const ok = await this.redis.set(this.key, this.owner, 'PX', this.ttlMs, 'NX');
-      if (ok === 'OK') {
-        this.renewedAt = sentAt;
-        break;
-      }
-      if (!announced) {
-        const holder = await this.redis.get(this.key);
-        this.logger.info({ lease: this.key, holder }, 'waiting for the lease held by another process');
-        announced = true;
+      try {
+        const ok = await this.redis.set(this.key, this.owner, 'PX', this.ttlMs, 'NX');
+        if (ok === 'OK') {
+          this.renewedAt = sentAt;
+          break;
+        }
+        if (!announced) {
+          const holder = await this.redis.get(this.key);
+          this.logger.info({ lease: this.key, holder }, 'waiting for the lease held by another process');
+          announced = true;
+        }
+      } catch (err) {
+        // A standby must outlive a Redis restart (a connection without an offline queue fails
+        // at once while Redis is away): try again.
+        if (!unreachable) this.logger.warn({ lease: this.key, err: (err as Error).message }, 'could not ask Redis for the lease; retrying');
+        unreachable = true;
       }
       await sleep(Math.max(100, Math.floor(this.ttlMs / 10)), signal);
     }

@@ -288,7 +288,7 @@ export class Tailer extends EventEmitter<TailerEvents> {
     // Reported when the transaction ends (flushLoop); a Redis restart is acted on at once.
     o.ready.catch((err: unknown) => {
       if (err instanceof RewindNeeded) this.flushNow();
-      else if (!(err instanceof McreplError && err.code === 'LEASE_LOST')) this.fail(err instanceof Error ? err : new Error(String(err)));
+      else if (!(err instanceof LeaseLostError)) this.fail(err instanceof Error ? err : new Error(String(err)));
     });
   }
 
@@ -480,7 +480,9 @@ export class Tailer extends EventEmitter<TailerEvents> {
       // Never write to a Redis that restarted before we know it did.
       await this.restarts.settled();
       if (this.rewindRequested) throw new RewindNeeded();
-      if (!this.lease.isHeld) throw new McreplError('LEASE_LOST', `not the active tailer any more; not allowed to ${what}`);
+      // A passing failure (LeaseLostError is retriable): the daemon replaces the tailer, which
+      // then stands by like any other.
+      if (!this.lease.isHeld) throw new LeaseLostError(this.keys.tailerLease);
       try {
         // A command caught in a connection reset can stay pending forever: give up on it and
         // try again (a late success only duplicates jobs, which the workers skip).

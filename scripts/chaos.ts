@@ -598,7 +598,8 @@ class Faults {
 
   /** The owner of a lease in Redis (`host:pid:nonce`), or null (none, or Redis not answering). */
   private async owner(leaseKey: string): Promise<string | null> {
-    return withRedis(this.config.redis, 'chaos', (r) => r.get(leaseKey)).catch(() => null);
+    const get = withRedis(this.config.redis, 'chaos', (r) => r.get(leaseKey)).catch(() => null);
+    return Promise.race([get, sleep(3_000).then(() => null)]);
   }
 
   /**
@@ -712,6 +713,7 @@ class Faults {
     }
     const { proc, owner } = active;
     const pid = proc.pid!;
+    const child = proc.child!;
     const logFrom = fileSize(proc.logFile);
     const stoppedAt = Date.now();
     this.hold(pid);
@@ -735,8 +737,8 @@ class Faults {
     // Awake again: it must notice that it lost the lease, and stand by.
     const noticed = await waitForLog(proc.logFile, logFrom, /lost the lease/, 10_000);
     let after: string;
-    if (proc.pid !== pid) {
-      after = 'it EXITED instead of standing by (restarted)';
+    if (child.exitCode !== null || child.signalCode !== null) {
+      after = `it EXITED (${child.signalCode ?? `exit code ${child.exitCode}`}) instead of standing by (restarted)`;
     } else if (!noticed) {
       after = 'it did NOT log that it lost the lease within 10 s';
       this.problems.push(`${clock().trim()} ${proc.name} (pid ${pid}) did not log the lease it lost (${kind}); see ${proc.logFile}`);
@@ -805,6 +807,24 @@ async function waitForKeyEverywhere(servers: string[], key: string, value: strin
   } finally {
     for (const c of clients) c.close();
   }
+}
+
+/** Waits until the tailer has saved a checkpoint and every data center has an active worker group. */
+async function waitForPipeline(config: ResolvedConfig, timeoutMs: number): Promise<{ ok: boolean; s: number; missing: string }> {
+  const keys = new RedisKeys(config.redis.prefix);
+  const started = Date.now();
+  let missing = 'Redis not answering';
+  while (Date.now() - started < timeoutMs) {
+    missing = await withRedis(config.redis, 'chaos', async (r) => {
+      const gaps: string[] = [];
+      if (!(await r.exists(keys.checkpoint))) gaps.push('no checkpoint');
+      for (const dc of Object.keys(config.datacenters)) if (!(await r.get(keys.workerLease(dc)))) gaps.push(`no worker group in ${dc}`);
+      return gaps.join(', ');
+    }).catch(() => 'Redis not answering');
+    if (!missing) return { ok: true, s: (Date.now() - started) / 1000, missing };
+    await sleep(200);
+  }
+  return { ok: false, s: (Date.now() - started) / 1000, missing };
 }
 
 async function waitForDrain(configFile: string, timeoutMs: number): Promise<{ drained: boolean; last: string }> {
@@ -942,7 +962,10 @@ async function main(): Promise<number> {
 
   let exitCode = 1;
   try {
-    await sleep(2_000);
+    // Not one write before the tailer has saved where it starts: without a checkpoint it starts
+    // at the end of the binlog, and what was written before would never be tailed.
+    const ready = await waitForPipeline(config, 60_000);
+    say(ready.ok ? `pipeline ready after ${ready.s.toFixed(1)} s (checkpoint saved, a worker group active in every data center)` : `pipeline NOT ready after 60 s (${ready.missing}); starting anyway`);
     workload.start();
     if (opts.bulk) bulk.start(durationMs);
     say(
@@ -1032,6 +1055,12 @@ async function main(): Promise<number> {
     for (const [, ds] of result.divergent) {
       for (const d of ds) if (shown++ < 20) process.stdout.write(`  DIVERGENT ${d.server} ${d.key}: expected ${d.expected}, found ${d.found}\n`);
     }
+    if (result.divergent.size > 0) {
+      // Where they are: one server that never recovered, or keys spread over several.
+      const perServer = new Map<string, number>();
+      for (const ds of result.divergent.values()) for (const d of ds) perServer.set(d.server, (perServer.get(d.server) ?? 0) + 1);
+      process.stdout.write(`  divergent values per server: ${[...perServer].map(([srv, n]) => `${srv} ${n}`).join(', ')}\n`);
+    }
 
     // The checker checks: a stale value planted on one server must be found.
     const live = keys.find((k) => result.liveKeys.has(k));
@@ -1061,9 +1090,15 @@ async function main(): Promise<number> {
     await Promise.all(all.map((p) => p.kill('SIGKILL')));
     if (!opts.keepStack && started.length > 0) {
       await down(layout);
-      // Its data is kept only to look into a failed run.
-      if (exitCode === 0) fs.rmSync(layout.dir, { recursive: true, force: true });
-      say(`private stack stopped${exitCode === 0 ? ' and removed' : `; its data and the pipeline's logs are kept in ${path.relative(repoRoot, layout.dir)}`}`);
+      // Its data is kept only to look into a failed run; the pipeline's logs also when one of
+      // its processes failed.
+      const logsOnly = exitCode === 0 && faults.problems.length + crashes.length > 0;
+      if (exitCode === 0) {
+        for (const entry of fs.readdirSync(layout.dir)) if (!(logsOnly && entry === 'logs')) fs.rmSync(path.join(layout.dir, entry), { recursive: true, force: true });
+        if (!logsOnly) fs.rmSync(layout.dir, { recursive: true, force: true });
+      }
+      const rel = path.relative(repoRoot, layout.dir);
+      say(`private stack stopped${exitCode !== 0 ? `; its data and the pipeline's logs are kept in ${rel}` : logsOnly ? ` and removed; the pipeline's logs are kept in ${path.relative(repoRoot, logDir)}` : ' and removed'}`);
     }
   }
   return exitCode;

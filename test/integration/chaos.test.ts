@@ -20,7 +20,12 @@ test('a short chaos run injects every kind of fault and a bulk transaction and e
     let text = '';
     c.stdout.on('data', (d: Buffer) => (text += d.toString()));
     c.stderr.on('data', (d: Buffer) => (text += d.toString()));
-    c.on('exit', (code) => resolve({ code, text }));
+    // Stopped before the test's own timeout, so that what it printed is shown.
+    const timer = setTimeout(() => c.kill('SIGTERM'), 200_000);
+    c.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, text });
+    });
   });
   assert.equal(out.code, 0, out.text);
   // Every kind comes once before any repeats, whatever the seed.

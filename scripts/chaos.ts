@@ -24,7 +24,11 @@
  *   dc-outage       every memcached server of one data center stopped (SIGSTOP) for a minute
  *
  * Every kind is injected once (in random order) before any is repeated, even if that takes a
- * little past the duration. The active tailer or worker group is the lease holder in Redis.
+ * little past the duration. The active tailer or worker group is the lease holder in Redis. The
+ * workload starts only once the tailer has saved its first checkpoint (before that, writes would
+ * never be tailed). A pipeline process that exits by itself is restarted, as a supervisor would,
+ * and reported as a PROBLEM, as is a paused lease holder that was not taken over or did not stand
+ * by once continued; these do not change the exit code.
  *
  * Then it lets the pipeline drain and compares every server of every data center with the
  * state MySQL committed (the key registry: value md5 and expiry per key, plus every key the

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { repoRoot } from '../../scripts/stack.js';
 
-test('a short chaos run injects every kind of fault and a bulk transaction and ends with no divergent key', { timeout: 240_000 }, async (t) => {
+test('a short chaos run injects every kind of fault and a bulk transaction and ends with no divergent key', { timeout: 330_000 }, async (t) => {
   const portBase = process.env.CHAOS_PORT_BASE ?? '23400';
   const args = ['--duration', '70', '--dc-outage', '20', '--bulk-rows', '50000-80000', '--port-base', portBase];
   const out = await new Promise<{ code: number | null; text: string }>((resolve) => {
@@ -21,7 +21,7 @@ test('a short chaos run injects every kind of fault and a bulk transaction and e
     c.stdout.on('data', (d: Buffer) => (text += d.toString()));
     c.stderr.on('data', (d: Buffer) => (text += d.toString()));
     // Stopped before the test's own timeout, so that what it printed is shown.
-    const timer = setTimeout(() => c.kill('SIGTERM'), 200_000);
+    const timer = setTimeout(() => c.kill('SIGTERM'), 300_000);
     c.on('exit', (code) => {
       clearTimeout(timer);
       resolve({ code, text });

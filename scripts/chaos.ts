@@ -2,29 +2,49 @@
  * `npm run chaos`: the pipeline under faults, checked by a checker that shares none of its code.
  *
  * On a private stack of its own (ports 23400-23499 by default, data under .stack/chaos), it
- * runs the real CLI processes: two tailers (one active, one standby) and one worker group per
- * data center. A randomized workload (sets, overwrites, deletes, short TTLs, multi-row
- * transactions, rollbacks and namespace flushes over a few thousand keys in several namespaces,
- * from several connections) runs while faults are injected at random times:
+ * runs the real CLI processes: two tailers and two worker groups per data center (in each pair
+ * one holds the lease in Redis and the other stands by). A randomized workload (sets, overwrites,
+ * deletes, short TTLs, multi-row transactions, rollbacks and namespace flushes over a few
+ * thousand keys in several namespaces, from several connections) runs, with now and then a bulk
+ * transaction (one INSERT ... SELECT of 50,000-500,000 rows, some of them over the workload's
+ * keys; the first one's namespace is flushed soon after), while faults are injected at random
+ * times:
  *
  *   tailer          kill -9 of the active tailer (the standby takes over), restarted
- *   workers         kill -9 of one data center's worker group, restarted
+ *   tailer-stop     SIGSTOP of the active tailer past its lease: the standby takes over and
+ *                   writes, then SIGCONT; the stale one must find its lease lost and stand by
+ *   workers         kill -9 of one data center's active worker group (the standby takes over),
+ *                   restarted
+ *   workers-stop    SIGSTOP of one data center's active worker group past its lease, as for the
+ *                   tailer
  *   redis           kill -9 of Redis, restarted from its AOF
  *   mariadb         kill -9 of MariaDB, restarted
  *   memcached-kill  kill -9 of one memcached server, restarted empty
  *   memcached-stop  SIGSTOP of one memcached server for 3 client timeouts, then SIGCONT
  *   dc-outage       every memcached server of one data center stopped (SIGSTOP) for a minute
  *
+ * Every kind is injected once (in random order) before any is repeated, even if that takes a
+ * little past the duration. The active tailer or worker group is the lease holder in Redis. The
+ * workload starts only once the tailer has saved its first checkpoint (before that, writes would
+ * never be tailed). A pipeline process that exits by itself is restarted, as a supervisor would,
+ * and reported as a PROBLEM, as is a paused lease holder that was not taken over or did not stand
+ * by once continued; these do not change the exit code.
+ *
  * Then it lets the pipeline drain and compares every server of every data center with the
- * state MySQL committed (the key registry: value md5 and expiry per key), prints the faults
- * injected and `divergent keys: N`, and exits 0 only when N is 0.
+ * state MySQL committed (the key registry: value md5 and expiry per key, plus every key the
+ * workload and the bulk transactions wrote, which must be absent unless the registry holds
+ * them), prints the faults injected, the bulk transactions and `divergent keys: N`, and exits 0
+ * only when N is 0.
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import mysql, { type Connection } from 'mysql2/promise';
 import { loadConfig } from '../src/config/load.js';
+import type { ResolvedConfig } from '../src/config/schema.js';
+import { withRedis } from '../src/coordination/redis.js';
+import { RedisKeys } from '../src/fanout/redis-keys.js';
 import { connectMysql } from '../src/registry/mysql.js';
 import { installAll } from '../src/registry/schema-installer.js';
 import { mysqlFor } from '../src/registry/accounts.js';
@@ -60,6 +80,13 @@ const count = (v: string): number => {
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number greater than 0');
   return n;
 };
+const rowRange = (v: string): { min: number; max: number } => {
+  const m = /^(\d+)(?:-(\d+))?$/.exec(v);
+  const min = Number(m?.[1]);
+  const max = Number(m?.[2] ?? m?.[1]);
+  if (!m || min < 1 || max < min) throw new InvalidArgumentError('expected a number of rows, or min-max (e.g. 50000-500000)');
+  return { min, max };
+};
 
 const program = new Command()
   .name('npm run chaos --')
@@ -71,9 +98,16 @@ const program = new Command()
   .option('--connections <n>', 'writer connections', count, 4)
   .option('--rate <ops>', 'target statements per second over all connections', count, 300)
   .option('--seed <hex>', 'random seed (printed at the start; reuse it to replay the same schedule)')
+  .option('--bulk-every <seconds>', 'mean time between bulk transactions (the first comes at 15-30% of the duration; none in the last quarter)', seconds, 90)
+  .addOption(new Option('--bulk-rows <min-max>', 'rows of each bulk transaction, drawn between min and max').argParser(rowRange).default({ min: 50_000, max: 500_000 }, '50000-500000'))
+  .option('--no-bulk', 'no bulk transactions')
   .option('--port-base <port>', 'first port of the private stack', count, 23400)
   .option('--keep-stack', 'leave the private stack running afterwards')
-  .addHelpText('after', '\nExit codes: 0 no divergent key; 1 divergent keys or the pipeline did not drain; 2 bad usage.');
+  .addHelpText(
+    'after',
+    '\nExit codes: 0 no divergent key; 1 divergent keys or the pipeline did not drain; 2 bad usage.\n' +
+      'A pipeline process that exits by itself is restarted and reported as a PROBLEM, as is a paused lease holder\nthat no standby took over or that did not stand by once continued; they do not change the exit code.',
+  )
 
 interface Options {
   duration: number;
@@ -82,6 +116,9 @@ interface Options {
   namespaces: number;
   connections: number;
   rate: number;
+  bulkEvery: number;
+  bulkRows: { min: number; max: number };
+  bulk: boolean;
   seed?: string;
   portBase: number;
   keepStack?: boolean;
@@ -123,6 +160,16 @@ interface WorkloadStats {
 
 class Workload {
   readonly stats: WorkloadStats = { statements: 0, sets: 0, ttlSets: 0, inserts: 0, deletes: 0, transactions: 0, rollbacks: 0, flushes: 0, errors: 0 };
+  /** When a flush of each namespace was last asked for. */
+  readonly flushedAt = new Map<number, number>();
+  /** Namespaces not to flush for now (a bulk load in them is being timed), with how many hold each. */
+  private readonly spared = new Map<number, number>();
+
+  spare(ns: number, on: boolean): void {
+    const n = (this.spared.get(ns) ?? 0) + (on ? 1 : -1);
+    if (n > 0) this.spared.set(ns, n);
+    else this.spared.delete(ns);
+  }
   private stopping = false;
   private seq = 0;
 
@@ -130,7 +177,7 @@ class Workload {
     private readonly writer: mysql.ConnectionOptions,
     private readonly admin: mysql.ConnectionOptions,
     private readonly opts: Options,
-    private readonly tag: string,
+    readonly tag: string,
     private readonly random: () => number,
   ) {}
 
@@ -213,8 +260,11 @@ class Workload {
       if (this.stopping) break;
       let conn: Connection | undefined;
       try {
+        const ns = 1 + Math.floor(this.random() * this.opts.namespaces);
+        if (this.spared.has(ns)) continue;
         conn = await mysql.createConnection({ ...this.admin, connectTimeout: 2_000 });
-        await conn.query('CALL flush_namespace(?)', [1 + Math.floor(this.random() * this.opts.namespaces)]);
+        this.flushedAt.set(ns, Date.now());
+        await conn.query('CALL flush_namespace(?)', [ns]);
         this.stats.flushes++;
       } catch {
         this.stats.errors++;
@@ -237,6 +287,240 @@ class Workload {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Bulk transactions
+
+interface BulkRecord {
+  n: number;
+  at: string;
+  rows: number;
+  /** Rows that overwrite workload keys (one row in 50). */
+  overWorkload: number;
+  ns: number;
+  committed: boolean;
+  error?: string;
+  /** How long the INSERT ... SELECT took to commit. */
+  sqlS?: number;
+  /** From its commit until its last rows were on every server (undefined: not seen). */
+  appliedS?: number;
+  appliedNote?: string;
+  flush?: { at: string; sqlS?: number; goneS?: number; note?: string; error?: string };
+}
+
+/** Rows of a bulk transaction that overwrite a workload key: one in this many. */
+const BULK_OVERLAP_EVERY = 50;
+/** Rows watched to tell when a bulk transaction (or its flush) reached every server. */
+const BULK_SAMPLE = 32;
+
+/**
+ * Now and then one connection writes a single transaction of many rows: `INSERT INTO mc_storage
+ * ... SELECT ... FROM seq_1_to_N` (MariaDB's sequence engine), as the installer account (the
+ * writer's may not read seq tables). Every 50th row overwrites a workload key, so its order
+ * against the small transactions around it is checked too; the others are keys of its own in one
+ * namespace. The first committed one's namespace is flushed soon after. How long each took to
+ * reach every server is measured on its last rows: ops of one partition are applied in order, and
+ * 32 keys spread over every partition (of a few), so when they are everywhere the whole
+ * transaction is.
+ */
+class BulkLoads {
+  readonly records: BulkRecord[] = [];
+  private stopping = false;
+  private watching = true;
+  private running: Promise<void> | undefined;
+  private readonly watches: Promise<void>[] = [];
+
+  constructor(
+    private readonly installer: mysql.ConnectionOptions,
+    private readonly admin: mysql.ConnectionOptions,
+    private readonly servers: string[],
+    private readonly opts: Options,
+    private readonly workload: Workload,
+    private readonly random: () => number,
+  ) {}
+
+  key(n: number, seq: number): string {
+    return `${this.workload.tag}:b${n}:${seq}`;
+  }
+
+  private value(n: number, seq: number): string {
+    return `bulk${n}.${seq}${'v'.repeat(seq % 32)}`;
+  }
+
+  /** Every key of its own that a committed bulk transaction wrote (the checker checks them all). */
+  keys(): string[] {
+    const out: string[] = [];
+    for (const r of this.records) {
+      if (!r.committed) continue;
+      for (let seq = 1; seq <= r.rows; seq++) if (seq % BULK_OVERLAP_EVERY !== 0) out.push(this.key(r.n, seq));
+    }
+    return out;
+  }
+
+  start(durationMs: number): void {
+    this.running = this.loop(durationMs);
+  }
+
+  /** Waits for the bulk transaction under way (and the flush after it), not for the measurements. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.running;
+  }
+
+  /** Ends the measurements still waiting (once the pipeline has drained, nothing more arrives). */
+  async stopWatching(): Promise<void> {
+    this.watching = false;
+    await Promise.all(this.watches);
+  }
+
+  private async loop(durationMs: number): Promise<void> {
+    const startedAt = Date.now();
+    // None in the last quarter (or 20 s): a big one takes a while to commit and to drain.
+    const lastStart = startedAt + durationMs - Math.max(20_000, durationMs / 4);
+    let next = startedAt + durationMs * (0.15 + 0.15 * this.random());
+    let n = 0;
+    let flushed = false;
+    while (!this.stopping) {
+      while (!this.stopping && Date.now() < next) await sleep(Math.min(500, next - Date.now()));
+      if (this.stopping || Date.now() > lastStart) return;
+      const rec = await this.runOne(++n);
+      if (!rec.committed) {
+        // A fault (MariaDB killed, a deadlock): try again soon, while there is time.
+        next = Date.now() + 3_000;
+        continue;
+      }
+      if (!flushed) {
+        flushed = true;
+        await this.flushAfter(rec);
+      }
+      next = Date.now() + this.opts.bulkEvery * 1000 * (0.5 + this.random());
+    }
+  }
+
+  private async runOne(n: number): Promise<BulkRecord> {
+    const { min, max } = this.opts.bulkRows;
+    const rows = min + Math.floor(this.random() * (max - min + 1));
+    const ns = 1 + Math.floor(this.random() * this.opts.namespaces);
+    const offset = Math.floor(this.random() * this.opts.keys);
+    const rec: BulkRecord = { n, at: clock().trim(), rows, overWorkload: Math.floor(rows / BULK_OVERLAP_EVERY), ns, committed: false };
+    this.records.push(rec);
+    say(`bulk #${n}: one INSERT ... SELECT of ${rows} rows into namespace ${ns} (${rec.overWorkload} of them over workload keys)`);
+    const k = this.opts.keys;
+    const started = Date.now();
+    let conn: Connection | undefined;
+    try {
+      conn = await mysql.createConnection({ ...this.installer, connectTimeout: 2_000 });
+      // A workload key i lives in namespace (i % namespaces) + 1 (Workload.key); the rest are
+      // `<tag>:b<n>:<seq>`, with a TTL (an hour) on one row in ten.
+      await conn.query(
+        `INSERT INTO mc_storage (ns_id, mc_key, mc_value, expire)
+         SELECT IF(seq % ${BULK_OVERLAP_EVERY} = 0, (seq DIV ${BULK_OVERLAP_EVERY} + ?) % ? % ? + 1, ?),
+                IF(seq % ${BULK_OVERLAP_EVERY} = 0, CONCAT(?, ':', (seq DIV ${BULK_OVERLAP_EVERY} + ?) % ?), CONCAT(?, ':b', ?, ':', seq)),
+                CONCAT('bulk', ?, '.', seq, REPEAT('v', seq % 32)),
+                IF(seq % 10 = 7, 3600, 0)
+         FROM seq_1_to_${rows}`,
+        [offset, k, this.opts.namespaces, ns, this.workload.tag, offset, k, this.workload.tag, n, n],
+      );
+      rec.committed = true;
+      rec.sqlS = (Date.now() - started) / 1000;
+      say(`bulk #${n}: committed after ${rec.sqlS.toFixed(1)} s`);
+    } catch (err) {
+      rec.error = err instanceof Error ? err.message : String(err);
+      say(`bulk #${n}: failed (${rec.error}); nothing of it was committed`);
+      await conn?.destroy();
+      conn = undefined;
+    } finally {
+      await conn?.end().catch(() => undefined);
+    }
+    if (rec.committed) this.watches.push(this.measureApplied(rec, Date.now()));
+    return rec;
+  }
+
+  /** The last rows of its own: BULK_SAMPLE keys with their values. */
+  private sample(rec: BulkRecord): { key: string; value: string }[] {
+    const out: { key: string; value: string }[] = [];
+    for (let seq = rec.rows; seq > 0 && out.length < BULK_SAMPLE; seq--) if (seq % BULK_OVERLAP_EVERY !== 0) out.push({ key: this.key(rec.n, seq), value: this.value(rec.n, seq) });
+    return out;
+  }
+
+  private applied = new Map<number, Promise<void>>();
+
+  /** Times a committed bulk load until it is everywhere; the workload leaves its namespace alone meanwhile. */
+  private measureApplied(rec: BulkRecord, since: number): Promise<void> {
+    const sample = this.sample(rec);
+    this.workload.spare(rec.ns, true);
+    const p = this.watch(sample, 'present', since, () => (this.workload.flushedAt.get(rec.ns) ?? 0) > since).then((r) => {
+      if (typeof r === 'number') rec.appliedS = r;
+      else rec.appliedNote = r;
+      this.workload.spare(rec.ns, false);
+    });
+    this.applied.set(rec.n, p);
+    return p;
+  }
+
+  /**
+   * Flushes the namespace of a bulk transaction once it is everywhere (or after 30 s), as an
+   * operator would; again if MariaDB was killed meanwhile (a flush is chunked: part of it may
+   * have been done).
+   */
+  private async flushAfter(rec: BulkRecord): Promise<void> {
+    await Promise.race([this.applied.get(rec.n), sleep(30_000)]);
+    await sleep(this.random() * 2_000);
+    for (let attempt = 1; ; attempt++) {
+      const flush: NonNullable<BulkRecord['flush']> = { at: clock().trim() };
+      rec.flush = flush;
+      say(`bulk #${rec.n}: flushing its namespace ${rec.ns}`);
+      const started = Date.now();
+      let conn: Connection | undefined;
+      try {
+        conn = await mysql.createConnection({ ...this.admin, connectTimeout: 2_000 });
+        this.workload.flushedAt.set(rec.ns, started);
+        await conn.query('CALL flush_namespace(?)', [rec.ns]);
+        flush.sqlS = (Date.now() - started) / 1000;
+        say(`bulk #${rec.n}: flush_namespace(${rec.ns}) returned after ${flush.sqlS.toFixed(1)} s`);
+        const since = Date.now();
+        this.watches.push(
+          this.watch(this.sample(rec), 'absent', since, () => false).then((r) => {
+            if (typeof r === 'number') flush.goneS = r;
+            else flush.note = r;
+          }),
+        );
+        return;
+      } catch (err) {
+        flush.error = err instanceof Error ? err.message : String(err);
+        say(`bulk #${rec.n}: the flush failed (${flush.error})${attempt < 5 ? '; again in 3 s' : ''}`);
+        await conn?.destroy();
+        conn = undefined;
+        if (attempt >= 5) return;
+        await sleep(3_000);
+      } finally {
+        await conn?.end().catch(() => undefined);
+      }
+    }
+  }
+
+  /**
+   * Seconds from `since` until every server holds the sample (`present`, with its values) or none
+   * of it (`absent`); or why that was not seen.
+   */
+  private async watch(sample: { key: string; value: string }[], want: 'present' | 'absent', since: number, superseded: () => boolean): Promise<number | string> {
+    const clients = this.servers.map((s) => new MemcachedTextClient(s, 2_000));
+    const keys = sample.map((s) => s.key);
+    try {
+      while (this.watching) {
+        const got = await Promise.all(clients.map((c) => c.getMany(keys).catch(() => undefined)));
+        const seenAt = Date.now();
+        const done = got.every((g) => g !== undefined && (want === 'present' ? sample.every((s) => g.get(s.key)?.toString() === s.value) : g.size === 0));
+        if (done) return (seenAt - since) / 1000;
+        if (superseded()) return 'its namespace was flushed before it was seen on every server';
+        await sleep(250);
+      }
+      return 'not seen on every server before the pipeline drained';
+    } finally {
+      for (const c of clients) c.close();
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Faults
 
 interface FaultRecord {
@@ -246,22 +530,63 @@ interface FaultRecord {
   detail: string;
 }
 
-const FAULT_KINDS = ['tailer', 'workers', 'redis', 'mariadb', 'memcached-kill', 'memcached-stop'] as const;
+const FAULT_KINDS = ['tailer', 'tailer-stop', 'workers', 'workers-stop', 'redis', 'mariadb', 'memcached-kill', 'memcached-stop'] as const;
 type FaultKind = (typeof FAULT_KINDS)[number] | 'dc-outage';
+
+/** Roughly how long a fault takes (ms), so that every kind fits a short run. */
+function faultMs(kind: FaultKind, leaseTtlMs: number): number {
+  switch (kind) {
+    case 'tailer-stop':
+    case 'workers-stop':
+      return leaseTtlMs + 7_000;
+    case 'mariadb':
+      return 6_000;
+    default:
+      return 3_000;
+  }
+}
+
+/** The size of a file now (where to start looking for what a process logs next). */
+function fileSize(file: string): number {
+  try {
+    return fs.statSync(file).size;
+  } catch {
+    return 0;
+  }
+}
+
+/** Waits until what `file` holds past `from` matches `re`. */
+async function waitForLog(file: string, from: number, re: RegExp, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if (re.test(fs.readFileSync(file).subarray(from).toString('utf8'))) return true;
+    } catch {
+      // Not there yet.
+    }
+    if (Date.now() >= deadline) return false;
+    await sleep(250);
+  }
+}
 
 class Faults {
   readonly injected: FaultRecord[] = [];
+  /** What went wrong in the pipeline's processes themselves (a stale one that did not stand by). */
+  readonly problems: string[] = [];
   /** Stopped pids, with how many suspensions hold each (a server stop inside a DC outage nests). */
   private readonly stopped = new Map<number, number>();
+  private readonly keys: RedisKeys;
 
   constructor(
     private readonly layout: StackLayout,
     private readonly tailers: Proc[],
-    private readonly workers: Map<string, Proc>,
-    private readonly configFile: string,
-    private readonly clientTimeoutMs: number,
+    /** Each data center's worker groups (one active, the others standing by). */
+    private readonly workers: Map<string, Proc[]>,
+    private readonly config: ResolvedConfig,
     private readonly random: () => number,
-  ) {}
+  ) {
+    this.keys = new RedisKeys(config.redis.prefix);
+  }
 
   private record(kind: FaultKind, target: string, detail: string): void {
     this.injected.push({ at: clock().trim(), kind, target, detail });
@@ -270,14 +595,50 @@ class Faults {
 
   private pause = () => 1_000 + this.random() * 2_000;
 
+  private pickDc(): string {
+    const dcs = [...this.workers.keys()];
+    return dcs[Math.floor(this.random() * dcs.length)]!;
+  }
+
+  /**
+   * The owner of a lease in Redis (`host:pid:nonce`) and the ms it has left, or null (none, or
+   * Redis not answering).
+   */
+  private async owner(leaseKey: string): Promise<{ owner: string; pttl: number } | null> {
+    const get = withRedis(this.config.redis, 'chaos', async (r) => {
+      const [owner, pttl] = await Promise.all([r.get(leaseKey), r.pttl(leaseKey)]);
+      return owner ? { owner, pttl } : null;
+    }).catch(() => null);
+    return Promise.race([get, sleep(3_000).then(() => null)]);
+  }
+
+  /**
+   * The process of `procs` holding the lease, waiting up to `timeoutMs` for one to hold it (just
+   * after a fault, a standby may still be taking over), and for a different owner than `not`.
+   * With `renewedWithin`, only a lease renewed that recently counts: a holder that has given it
+   * up already (its event loop was blocked past the lease's validity) leaves its name in Redis
+   * until the key expires, and pausing it then would test nothing.
+   */
+  private async holder(leaseKey: string, procs: Proc[], timeoutMs: number, opts: { not?: string; renewedWithin?: { ttlMs: number; ms: number } } = {}): Promise<{ proc: Proc; owner: string } | undefined> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const got = await this.owner(leaseKey);
+      const owner = got?.owner;
+      const pid = owner ? Number(owner.split(':').at(-2)) : Number.NaN;
+      const proc = procs.find((p) => p.pid === pid);
+      const fresh = !opts.renewedWithin || (got !== null && got.pttl > opts.renewedWithin.ttlMs - opts.renewedWithin.ms);
+      if (owner && proc && owner !== opts.not && fresh) return { proc, owner };
+      if (Date.now() >= deadline) return undefined;
+      await sleep(100);
+    }
+  }
+
   async inject(kind: FaultKind, dcOutageMs: number): Promise<void> {
     switch (kind) {
       case 'tailer': {
-        // The active one: its pid is in the lease holder (host:pid:nonce).
-        const st = await mcreplStatus(this.configFile);
-        const activePid = Number(st?.tailer?.split(':').at(-2));
-        const active = this.tailers.find((t) => t.pid === activePid);
-        const victim = active ?? this.tailers.find((t) => t.pid !== undefined)!;
+        const active = await this.holder(this.keys.tailerLease, this.tailers, 15_000);
+        const victim = active?.proc ?? this.tailers.find((t) => t.pid !== undefined);
+        if (!victim) return this.noneRunning(kind, 'tailer', this.tailers);
         const pid = victim.pid;
         await victim.kill('SIGKILL');
         this.record(kind, victim.name, `kill -9 of the ${active ? 'active' : 'first running'} tailer (pid ${pid}); the standby takes over`);
@@ -286,15 +647,24 @@ class Faults {
         return;
       }
       case 'workers': {
-        const dcs = [...this.workers.keys()];
-        const dc = dcs[Math.floor(this.random() * dcs.length)]!;
-        const p = this.workers.get(dc)!;
-        await p.kill('SIGKILL');
+        const dc = this.pickDc();
+        const procs = this.workers.get(dc)!;
+        const active = await this.holder(this.keys.workerLease(dc), procs, 15_000);
+        const victim = active?.proc ?? procs.find((p) => p.pid !== undefined);
+        if (!victim) return this.noneRunning(kind, dc, procs);
+        const pid = victim.pid;
+        await victim.kill('SIGKILL');
         const ms = this.pause();
-        this.record(kind, dc, `kill -9 of the worker group, restarted after ${(ms / 1000).toFixed(1)} s`);
+        this.record(kind, `${dc} ${victim.name}`, `kill -9 of the ${active ? 'active' : 'first running'} worker group (pid ${pid}); the standby takes over; restarted after ${(ms / 1000).toFixed(1)} s`);
         await sleep(ms);
-        if (!this.halted) p.start();
+        if (!this.halted) victim.start();
         return;
+      }
+      case 'tailer-stop':
+        return this.stopActive(kind, 'tailer', this.tailers, this.keys.tailerLease, this.config.tailer.leaseTtlMs);
+      case 'workers-stop': {
+        const dc = this.pickDc();
+        return this.stopActive(kind, dc, this.workers.get(dc)!, this.keys.workerLease(dc), this.config.worker.leaseTtlMs);
       }
       case 'redis': {
         await killRedis(this.layout);
@@ -321,14 +691,13 @@ class Faults {
       }
       case 'memcached-stop': {
         const m = this.layout.memcached[Math.floor(this.random() * this.layout.memcached.length)]!;
-        const ms = this.clientTimeoutMs * 3;
+        const ms = this.config.memcached.timeoutMs * 3;
         await this.suspend([m.name], ms);
-        this.record(kind, `${m.name} 127.0.0.1:${m.port}`, `SIGSTOP for ${(ms / 1000).toFixed(1)} s (client timeout ${this.clientTimeoutMs} ms), then SIGCONT`);
+        this.record(kind, `${m.name} 127.0.0.1:${m.port}`, `SIGSTOP for ${(ms / 1000).toFixed(1)} s (client timeout ${this.config.memcached.timeoutMs} ms), then SIGCONT`);
         return;
       }
       case 'dc-outage': {
-        const dcs = [...this.workers.keys()];
-        const dc = dcs[Math.floor(this.random() * dcs.length)]!;
+        const dc = this.pickDc();
         const names = this.layout.memcached.filter((m) => m.dc === dc).map((m) => m.name);
         say(`fault: dc-outage ${dc} begins (${names.join(', ')} stopped for ${(dcOutageMs / 1000).toFixed(0)} s)`);
         await this.suspend(names, dcOutageMs);
@@ -338,6 +707,74 @@ class Faults {
     }
   }
 
+  /** Every process of a pair exited by itself: a problem of the pipeline, not a fault. */
+  private noneRunning(kind: FaultKind, target: string, procs: Proc[]): void {
+    this.record(kind, target, `skipped: none of ${procs.map((p) => p.name).join(', ')} is running`);
+    this.problems.push(`${clock().trim()} ${procs.map((p) => `${p.name} exited (${p.child?.exitCode ?? p.child?.signalCode}; see ${p.logFile})`).join(', ')}`);
+  }
+
+  /**
+   * SIGSTOP of the lease holder among `procs` until another of them has taken the lease over and
+   * worked for a few seconds, then SIGCONT. The stale one wakes up believing for a moment that it
+   * is active: it must find its lease lost (and log it) before it writes anything, and go back to
+   * standing by. Whether it wrote nothing after its successor is for the checker to tell.
+   */
+  private async stopActive(kind: 'tailer-stop' | 'workers-stop', target: string, procs: Proc[], leaseKey: string, ttlMs: number): Promise<void> {
+    const what = kind === 'tailer-stop' ? 'tailer' : 'worker group';
+    // Renewed within the last half TTL (renewals come every third): it is the one at work.
+    const active = await this.holder(leaseKey, procs, 15_000, { renewedWithin: { ttlMs, ms: ttlMs / 2 } });
+    if (!active) {
+      this.record(kind, target, `skipped: no ${what} held the lease within 15 s`);
+      return;
+    }
+    const { proc, owner } = active;
+    const pid = proc.pid!;
+    const child = proc.child!;
+    const logFrom = fileSize(proc.logFile);
+    const stoppedAt = Date.now();
+    this.hold(pid);
+    let successor: { proc: Proc; owner: string } | undefined;
+    let takeoverMs = 0;
+    try {
+      successor = await this.holder(leaseKey, procs, ttlMs * 4 + 5_000, { not: owner });
+      takeoverMs = Date.now() - stoppedAt;
+      // The successor works meanwhile; the stale one's view of the world grows older.
+      if (successor) await sleep(2_000 + this.random() * 2_000);
+    } finally {
+      this.release(pid);
+    }
+    const stoppedMs = Date.now() - stoppedAt;
+    const head = `SIGSTOP of the active ${what} (pid ${pid}) for ${(stoppedMs / 1000).toFixed(1)} s (lease ${(ttlMs / 1000).toFixed(1)} s)`;
+    if (!successor) {
+      this.record(kind, `${target} ${proc.name}`, `${head}; no standby took the lease over meanwhile; then SIGCONT`);
+      this.problems.push(`${clock().trim()} no standby of ${procs.map((p) => p.name).join(', ')} took ${leaseKey} over from the stopped ${proc.name} within ${(stoppedMs / 1000).toFixed(0)} s`);
+      return;
+    }
+    // Awake again: it must notice that it lost the lease, and stand by.
+    const noticed = await waitForLog(proc.logFile, logFrom, /lost the lease/, 10_000);
+    let after: string;
+    if (child.exitCode !== null || child.signalCode !== null) {
+      after = `it EXITED (${child.signalCode ?? `exit code ${child.exitCode}`}) instead of standing by (restarted)`;
+    } else if (!noticed) {
+      after = 'it did NOT log that it lost the lease within 10 s';
+      this.problems.push(`${clock().trim()} ${proc.name} (pid ${pid}) did not log the lease it lost (${kind}); see ${proc.logFile}`);
+    } else {
+      after = 'it found its lease lost and stands by';
+    }
+    this.record(kind, `${target} ${proc.name}`, `${head}: ${successor.proc.name} took over after ${(takeoverMs / 1000).toFixed(1)} s and went on; then SIGCONT: ${after}`);
+  }
+
+  private hold(pid: number): void {
+    process.kill(pid, 'SIGSTOP');
+    this.stopped.set(pid, (this.stopped.get(pid) ?? 0) + 1);
+  }
+
+  private release(pid: number): void {
+    const holds = (this.stopped.get(pid) ?? 1) - 1;
+    if (holds > 0) this.stopped.set(pid, holds);
+    else this.resume(pid);
+  }
+
   /**
    * SIGSTOP the servers for `ms`, then SIGCONT (a server restarted meanwhile is left alone). A
    * server another suspension still holds (a stop during its data center's outage) stays stopped
@@ -345,18 +782,11 @@ class Faults {
    */
   private async suspend(names: string[], ms: number): Promise<void> {
     const pids = names.map((n) => memcachedPid(this.layout, n)).filter((p): p is number => p !== undefined);
-    for (const pid of pids) {
-      process.kill(pid, 'SIGSTOP');
-      this.stopped.set(pid, (this.stopped.get(pid) ?? 0) + 1);
-    }
+    for (const pid of pids) this.hold(pid);
     try {
       await sleep(ms);
     } finally {
-      for (const pid of pids) {
-        const holds = (this.stopped.get(pid) ?? 1) - 1;
-        if (holds > 0) this.stopped.set(pid, holds);
-        else this.resume(pid);
-      }
+      for (const pid of pids) this.release(pid);
     }
   }
 
@@ -380,19 +810,40 @@ class Faults {
 
 // ---------------------------------------------------------------------------------------------
 
-async function waitForKeyEverywhere(servers: string[], key: string, value: string, timeoutMs: number): Promise<boolean> {
+/** Waits until every server holds `key` = `value`; the servers that still lack it (none: seen). */
+async function waitForKeyEverywhere(servers: string[], key: string, value: string, timeoutMs: number): Promise<string[]> {
   const deadline = Date.now() + timeoutMs;
   const clients = servers.map((s) => new MemcachedTextClient(s, 2_000));
+  let lacking = servers;
   try {
     while (Date.now() < deadline) {
       const got = await Promise.all(clients.map((c) => c.get(key).catch(() => null)));
-      if (got.every((g) => g?.value.toString() === value)) return true;
+      lacking = servers.filter((_, i) => got[i]?.value.toString() !== value);
+      if (lacking.length === 0) return [];
       await sleep(200);
     }
-    return false;
+    return lacking;
   } finally {
     for (const c of clients) c.close();
   }
+}
+
+/** Waits until the tailer has saved a checkpoint and every data center has an active worker group. */
+async function waitForPipeline(config: ResolvedConfig, timeoutMs: number): Promise<{ ok: boolean; s: number; missing: string }> {
+  const keys = new RedisKeys(config.redis.prefix);
+  const started = Date.now();
+  let missing = 'Redis not answering';
+  while (Date.now() - started < timeoutMs) {
+    missing = await withRedis(config.redis, 'chaos', async (r) => {
+      const gaps: string[] = [];
+      if (!(await r.exists(keys.checkpoint))) gaps.push('no checkpoint');
+      for (const dc of Object.keys(config.datacenters)) if (!(await r.get(keys.workerLease(dc)))) gaps.push(`no worker group in ${dc}`);
+      return gaps.join(', ');
+    }).catch(() => 'Redis not answering');
+    if (!missing) return { ok: true, s: (Date.now() - started) / 1000, missing };
+    await sleep(200);
+  }
+  return { ok: false, s: (Date.now() - started) / 1000, missing };
 }
 
 async function waitForDrain(configFile: string, timeoutMs: number): Promise<{ drained: boolean; last: string }> {
@@ -417,6 +868,30 @@ async function waitForDrain(configFile: string, timeoutMs: number): Promise<{ dr
     await sleep(1_000);
   }
   return { drained: false, last };
+}
+
+function describeBulk(b: BulkRecord): string {
+  const what = `${b.rows} rows into namespace ${b.ns} (${b.overWorkload} over workload keys)`;
+  if (!b.committed) return `${what}: FAILED, nothing committed (${b.error})`;
+  const applied = b.appliedS !== undefined ? `on every server ${b.appliedS.toFixed(1)} s after` : b.appliedNote;
+  let flush = '';
+  if (b.flush) {
+    const gone = b.flush.goneS !== undefined ? `its keys gone from every server ${b.flush.goneS.toFixed(1)} s after` : b.flush.note;
+    flush = b.flush.error ? `; flushing its namespace at ${b.flush.at} failed (${b.flush.error})` : `; its namespace flushed at ${b.flush.at} (flush_namespace took ${b.flush.sqlS!.toFixed(1)} s, ${gone})`;
+  }
+  return `${what}: committed in ${b.sqlS!.toFixed(1)} s, ${applied}${flush}`;
+}
+
+/** Servers that evicted items, with how many. */
+async function memcachedEvictions(servers: string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const s of servers) {
+    const c = new MemcachedTextClient(s);
+    const n = Number((await c.stats().catch(() => ({}) as Record<string, string>)).evictions ?? 0);
+    c.close();
+    if (n > 0) out.push(`${s} ${n}`);
+  }
+  return out;
 }
 
 async function main(): Promise<number> {
@@ -468,32 +943,54 @@ async function main(): Promise<number> {
   await installer.end();
 
   const tailers = [new Proc('tailer-a', ['-c', configFile, 'tailer'], logDir), new Proc('tailer-b', ['-c', configFile, 'tailer'], logDir)];
-  const workers = new Map(Object.keys(config.datacenters).map((dc) => [dc, new Proc(`worker-${dc}`, ['-c', configFile, 'worker', dc], logDir)]));
-  const all = [...tailers, ...workers.values()];
-  for (const p of workers.values()) p.start();
+  const workers = new Map(Object.keys(config.datacenters).map((dc) => [dc, ['a', 'b'].map((g) => new Proc(`worker-${dc}-${g}`, ['-c', configFile, 'worker', dc], logDir))]));
+  const all = [...tailers, ...[...workers.values()].flat()];
+  for (const p of [...workers.values()].flat()) p.start();
   for (const t of tailers) t.start();
+  // A process that exits by itself is a failure of the pipeline (they replace a failed component
+  // themselves); it is restarted so that the run goes on, and reported.
+  const crashes: string[] = [];
+  let stopping = false;
+  for (const p of all) {
+    p.onUnexpectedExit = (code, signal) => {
+      crashes.push(`${clock().trim()} ${p.name} exited by itself (${signal ?? `exit code ${code}`}); see ${path.relative(repoRoot, p.logFile)}`);
+      say(`${p.name} exited by itself (${signal ?? `exit code ${code}`})${stopping ? '' : '; restarting it'}`);
+      if (!stopping) p.start();
+    };
+  }
   say(`pipeline: ${all.map((p) => `${p.name} (pid ${p.pid})`).join(', ')}; logs in ${path.relative(repoRoot, logDir)}`);
 
-  const mysqlOpts = (role: 'writer' | 'admin'): mysql.ConnectionOptions => {
-    const c = mysqlFor(config.mysql, role);
+  const mysqlOpts = (role: 'writer' | 'admin' | 'installer'): mysql.ConnectionOptions => {
+    const c = role === 'installer' ? config.mysql : mysqlFor(config.mysql, role);
     return { host: c.host, port: c.port, user: c.user, password: c.password ?? '', database: c.database };
   };
   const tag = `chaos-${runId}`;
+  const servers = Object.values(config.datacenters).flatMap((d) => d.servers);
   const workload = new Workload(mysqlOpts('writer'), mysqlOpts('admin'), opts, tag, random);
-  const faults = new Faults(layout, tailers, workers, configFile, config.memcached.timeoutMs, random);
+  const bulk = new BulkLoads(mysqlOpts('installer'), mysqlOpts('admin'), servers, opts, workload, random);
+  const faults = new Faults(layout, tailers, workers, config, random);
   onInterrupt = async () => {
     faults.halted = true;
+    stopping = true;
     faults.resumeAll();
-    await workload.stop().catch(() => undefined);
+    void bulk.stop(); // a bulk transaction under way dies with MariaDB
+    await Promise.all([workload.stop(), bulk.stopWatching()]).catch(() => undefined);
     await Promise.all(all.map((p) => p.kill('SIGKILL')));
     await stopStack();
   };
 
   let exitCode = 1;
   try {
-    await sleep(2_000);
+    // Not one write before the tailer has saved where it starts: without a checkpoint it starts
+    // at the end of the binlog, and what was written before would never be tailed.
+    const ready = await waitForPipeline(config, 60_000);
+    say(ready.ok ? `pipeline ready after ${ready.s.toFixed(1)} s (checkpoint saved, a worker group active in every data center)` : `pipeline NOT ready after 60 s (${ready.missing}); starting anyway`);
     workload.start();
-    say(`workload: ${opts.connections} connections, ~${opts.rate} statements/s over ${opts.keys} keys in ${opts.namespaces} namespaces, namespace flushes every 4-12 s`);
+    if (opts.bulk) bulk.start(durationMs);
+    say(
+      `workload: ${opts.connections} connections, ~${opts.rate} statements/s over ${opts.keys} keys in ${opts.namespaces} namespaces, namespace flushes every 4-12 s` +
+        (opts.bulk ? `; bulk transactions of ${opts.bulkRows.min}-${opts.bulkRows.max} rows every ~${opts.bulkEvery} s from 15-30% of the run` : ''),
+    );
     const end = Date.now() + durationMs;
 
     // One data center's outage, at a random time in the first half, beside the other faults.
@@ -503,19 +1000,27 @@ async function main(): Promise<number> {
       await faults.inject('dc-outage', dcOutageMs);
     })();
 
-    // The others one after another: every kind once (shuffled), then at random.
+    // The others one after another: every kind once (shuffled), then at random. Every kind is
+    // injected even if that takes past the end (a slow restart); to make that rare, the gaps
+    // of the first round shrink to what the kinds still to come leave.
     const order = [...FAULT_KINDS].sort(() => random() - 0.5);
     const gapMs = Math.max(2_000, Math.min(10_000, (durationMs - 10_000) / (FAULT_KINDS.length * 2.5)));
-    while (Date.now() < end - 8_000) {
-      await sleep(gapMs * (0.5 + random()));
-      if (Date.now() >= end - 8_000) break;
+    const leaseTtlMs = Math.max(config.tailer.leaseTtlMs, config.worker.leaseTtlMs);
+    while (order.length > 0 || Date.now() < end - 8_000) {
+      let gap = gapMs * (0.5 + random());
+      if (order.length > 0) {
+        const spare = end - 8_000 - Date.now() - order.reduce((ms, k) => ms + faultMs(k, leaseTtlMs), 0);
+        gap = Math.min(gap, Math.max(500, spare / order.length));
+      }
+      await sleep(gap);
+      if (order.length === 0 && Date.now() >= end - 8_000) break;
       const kind = order.shift() ?? FAULT_KINDS[Math.floor(random() * FAULT_KINDS.length)]!;
       await faults.inject(kind, dcOutageMs);
     }
     await outage;
     const left = end - Date.now();
     if (left > 0) await sleep(left);
-    await workload.stop();
+    await Promise.all([workload.stop(), bulk.stop()]);
     const w = workload.stats;
     say(`workload stopped: ${w.statements} statements (${w.sets} sets, ${w.ttlSets} with a TTL, ${w.inserts} direct INSERTs, ${w.deletes} deletes, ${w.transactions} transactions of which ${w.rollbacks} rolled back), ${w.flushes} namespace flushes, ${w.errors} client errors (during faults)`);
 
@@ -523,7 +1028,6 @@ async function main(): Promise<number> {
     // A last write: once it is on every server and nothing is queued, kept or unhealthy, the
     // pipeline has applied everything MySQL committed before it.
     const sentinel = `${tag}:sentinel`;
-    const servers = Object.values(config.datacenters).flatMap((d) => d.servers);
     for (;;) {
       try {
         const c = await mysql.createConnection(mysqlOpts('writer'));
@@ -535,24 +1039,52 @@ async function main(): Promise<number> {
         await sleep(1_000);
       }
     }
-    const sentinelSeen = await waitForKeyEverywhere(servers, sentinel, 'end', 180_000);
-    const drain = sentinelSeen ? await waitForDrain(configFile, 180_000) : { drained: false, last: 'the last write did not reach every server within 180 s' };
-    say(drain.drained ? `drained: ${drain.last}` : `NOT drained after 180 s: ${drain.last}`);
+    const lacking = await waitForKeyEverywhere(servers, sentinel, 'end', 150_000);
+    let drain: { drained: boolean; last: string };
+    if (lacking.length === 0) drain = await waitForDrain(configFile, 150_000);
+    else {
+      // What the pipeline says about itself (a few seconds of status), to tell where it stuck.
+      const st = await waitForDrain(configFile, 3_000);
+      drain = { drained: false, last: `the last write did not reach ${lacking.join(', ')} within 150 s; status: ${st.last}` };
+    }
+    say(drain.drained ? `drained: ${drain.last}` : `NOT drained: ${drain.last}`);
+    await bulk.stopWatching();
 
-    const keys = Array.from({ length: opts.keys }, (_, i) => workload.key(i).key);
+    const keys = [...Array.from({ length: opts.keys }, (_, i) => workload.key(i).key), ...bulk.keys()];
+    say(`checking ${keys.length} keys written (and every key of the registry) on ${servers.length} servers`);
+    const checkStarted = Date.now();
     const result = await check(mysqlOpts('admin'), servers, keys);
+    const checkS = (Date.now() - checkStarted) / 1000;
 
     process.stdout.write('\nfaults injected:\n');
     for (const f of faults.injected) process.stdout.write(`  ${f.at.padStart(7)}  ${f.kind.padEnd(15)} ${f.target.padEnd(24)} ${f.detail}\n`);
     const kinds = new Set(faults.injected.map((f) => f.kind));
     const missing = [...FAULT_KINDS, 'dc-outage'].filter((k) => !kinds.has(k));
     process.stdout.write(`  ${faults.injected.length} faults, ${kinds.size} kinds${missing.length ? ` (not injected, the run was too short: ${missing.join(', ')})` : ''}\n`);
+    const problems = [...faults.problems, ...crashes];
+    for (const p of problems) process.stdout.write(`  PROBLEM ${p}\n`);
+
+    process.stdout.write('\nbulk transactions:\n');
+    for (const b of bulk.records) process.stdout.write(`  ${b.at.padStart(7)}  #${b.n} ${describeBulk(b)}\n`);
+    const committed = bulk.records.filter((b) => b.committed);
     process.stdout.write(
-      `\nchecked ${result.keysChecked} keys on ${servers.length} servers: ${result.comparisons} comparisons, ${result.present} values present, ${result.skippedAtExpiry} skipped within 2 s of their expiry\n`,
+      `  ${committed.length} committed (${committed.reduce((n, b) => n + b.rows, 0)} rows, the largest ${Math.max(0, ...committed.map((b) => b.rows))}), ${bulk.records.length - committed.length} failed, ${committed.filter((b) => b.flush?.sqlS !== undefined).length} namespace flushed after a bulk load${opts.bulk ? '' : ' (--no-bulk)'}\n`,
     );
+
+    const evictions = await memcachedEvictions(servers);
+    process.stdout.write(
+      `\nchecked ${result.keysChecked} keys on ${servers.length} servers: ${result.comparisons} comparisons, ${result.present} values present, ${result.skippedAtExpiry} skipped within 2 s of their expiry (in ${checkS.toFixed(1)} s)\n`,
+    );
+    if (evictions.length) process.stdout.write(`  memcached evicted items (a missing key may be this, not the pipeline): ${evictions.join(', ')}\n`);
     let shown = 0;
     for (const [, ds] of result.divergent) {
       for (const d of ds) if (shown++ < 20) process.stdout.write(`  DIVERGENT ${d.server} ${d.key}: expected ${d.expected}, found ${d.found}\n`);
+    }
+    if (result.divergent.size > 0) {
+      // Where they are: one server that never recovered, or keys spread over several.
+      const perServer = new Map<string, number>();
+      for (const ds of result.divergent.values()) for (const d of ds) perServer.set(d.server, (perServer.get(d.server) ?? 0) + 1);
+      process.stdout.write(`  divergent values per server: ${[...perServer].map(([srv, n]) => `${srv} ${n}`).join(', ')}\n`);
     }
 
     // The checker checks: a stale value planted on one server must be found.
@@ -562,7 +1094,7 @@ async function main(): Promise<number> {
       const planted = new MemcachedTextClient(servers[servers.length - 1]!);
       await planted.set(live, 'planted-stale-value');
       planted.close();
-      const again = await check(mysqlOpts('admin'), servers, [live]);
+      const again = await check(mysqlOpts('admin'), servers, [live], { listedOnly: true });
       const found = again.divergent.get(live)?.some((d) => d.server === servers[servers.length - 1] && d.found.startsWith('a different value'));
       selfTest = found ? 'a stale value planted on one server was found' : 'FAILED: a stale value planted on one server was not found';
       const fix = new MemcachedTextClient(servers[servers.length - 1]!);
@@ -571,17 +1103,27 @@ async function main(): Promise<number> {
     }
     process.stdout.write(`checker self-test: ${selfTest}\n`);
     process.stdout.write(`divergent keys: ${result.divergent.size}\n`);
+    // Reported, not counted in the exit code (which says whether the data converged): a crashed
+    // process was restarted as a supervisor would.
+    process.stdout.write(`pipeline problems: ${problems.length}${problems.length ? ' (see PROBLEM above)' : ''}\n`);
     exitCode = result.divergent.size === 0 && drain.drained && !selfTest.startsWith('FAILED') ? 0 : 1;
   } finally {
+    stopping = true;
     faults.resumeAll();
-    await workload.stop().catch(() => undefined);
+    await Promise.all([workload.stop(), bulk.stop(), bulk.stopWatching()]).catch(() => undefined);
     await Promise.all(all.map((p) => p.kill('SIGTERM')));
     await Promise.all(all.map((p) => p.kill('SIGKILL')));
     if (!opts.keepStack && started.length > 0) {
       await down(layout);
-      // Its data is kept only to look into a failed run.
-      if (exitCode === 0) fs.rmSync(layout.dir, { recursive: true, force: true });
-      say(`private stack stopped${exitCode === 0 ? ' and removed' : `; its data and the pipeline's logs are kept in ${path.relative(repoRoot, layout.dir)}`}`);
+      // Its data is kept only to look into a failed run; the pipeline's logs also when one of
+      // its processes failed.
+      const logsOnly = exitCode === 0 && faults.problems.length + crashes.length > 0;
+      if (exitCode === 0) {
+        for (const entry of fs.readdirSync(layout.dir)) if (!(logsOnly && entry === 'logs')) fs.rmSync(path.join(layout.dir, entry), { recursive: true, force: true });
+        if (!logsOnly) fs.rmSync(layout.dir, { recursive: true, force: true });
+      }
+      const rel = path.relative(repoRoot, layout.dir);
+      say(`private stack stopped${exitCode !== 0 ? `; its data and the pipeline's logs are kept in ${rel}` : logsOnly ? ` and removed; the pipeline's logs are kept in ${path.relative(repoRoot, logDir)}` : ' and removed'}`);
     }
   }
   return exitCode;

@@ -14,7 +14,7 @@ import { textGet } from '../../scripts/memcached-text.js';
 import { memcachedArgs } from '../../scripts/stack.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { MemjsWriter, type MemcachedWriter, type WriteOutcome } from '../../src/sink/memcached-writer.js';
-import { MetaWriter } from '../../src/sink/meta-client.js';
+import { MetaClient, MetaWriter } from '../../src/sink/meta-client.js';
 import { layout } from '../helpers/env.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -170,3 +170,21 @@ for (const [name, create] of writers) {
     });
   });
 }
+
+describe('the warm client', () => {
+  test('copies what is listed and answers at once for a batch of keys that are all gone (a warm once hung on one)', { timeout: 5_000 }, async () => {
+    await startServer(); // each test's server is killed after it
+    const client = new MetaClient(address, timeoutMs);
+    try {
+      await client.setWithTtl([]); // every listed key expired or deleted before it was read
+      await client.setWithTtl([{ key: Buffer.from('warm:k'), value: Buffer.from('v'), ttl: 60 }]);
+      const [got, gone] = await client.getWithTtl([Buffer.from('warm:k'), Buffer.from('warm:missing')]);
+      assert.equal(got?.value.toString(), 'v');
+      assert.ok(got!.ttl > 0 && got!.ttl <= 60, `ttl ${got?.ttl}`);
+      assert.equal(gone, null);
+      assert.deepEqual(await client.getWithTtl([]), []);
+    } finally {
+      client.close();
+    }
+  });
+});

@@ -28,7 +28,7 @@
  * workload starts only once the tailer has saved its first checkpoint (before that, writes would
  * never be tailed). A pipeline process that exits by itself is restarted, as a supervisor would,
  * and reported as a PROBLEM, as is a paused lease holder that was not taken over or did not stand
- * by once continued; these do not change the exit code.
+ * by once continued; any of them fails the run, as a divergent key does.
  *
  * Then it lets the pipeline drain and compares every server of every data center with the
  * state MySQL committed (the key registry: value md5 and expiry per key, plus every key the
@@ -106,7 +106,7 @@ const program = new Command()
   .addHelpText(
     'after',
     '\nExit codes: 0 no divergent key; 1 divergent keys or the pipeline did not drain; 2 bad usage.\n' +
-      'A pipeline process that exits by itself is restarted and reported as a PROBLEM, as is a paused lease holder\nthat no standby took over or that did not stand by once continued; they do not change the exit code.',
+      'A pipeline process that exits by itself is restarted and reported as a PROBLEM, as is a paused lease holder\nthat no standby took over or that did not stand by once continued; any of them fails the run.',
   )
 
 interface Options {
@@ -1103,10 +1103,10 @@ async function main(): Promise<number> {
     }
     process.stdout.write(`checker self-test: ${selfTest}\n`);
     process.stdout.write(`divergent keys: ${result.divergent.size}\n`);
-    // Reported, not counted in the exit code (which says whether the data converged): a crashed
-    // process was restarted as a supervisor would.
+    // A crashed process was restarted as a supervisor would, so the data may still converge; but
+    // a process that exits by itself, or a stale lease holder that does not stand by, is a bug.
     process.stdout.write(`pipeline problems: ${problems.length}${problems.length ? ' (see PROBLEM above)' : ''}\n`);
-    exitCode = result.divergent.size === 0 && drain.drained && !selfTest.startsWith('FAILED') ? 0 : 1;
+    exitCode = result.divergent.size === 0 && drain.drained && !selfTest.startsWith('FAILED') && problems.length === 0 ? 0 : 1;
   } finally {
     stopping = true;
     faults.resumeAll();

@@ -179,12 +179,19 @@ describe('a whole data center down', () => {
       await waitFor(async () => (await Promise.all(west.map((s) => textGet(s, hot)))).every((v) => v?.toString() === '299'), { message: 'west up to date' });
       const depth = await datacenterDepth(env.redis, new RedisKeys(env.prefix), 'east', env.config.partitions);
       assert.ok(depth.waiting + depth.active > 0, 'east jobs wait in its queues');
-      // `mcrepl status` shows the backlog, the memory it holds, and the servers' state.
-      const st = await mcrepl(['-c', writeConfigFile(env.config), 'status', '--json']);
-      const report = JSON.parse(st.stdout) as { datacenters: { name: string; queued: { waiting: number }; redisBytes: number; servers: { health: string }[] }[] };
-      const east = report.datacenters.find((d) => d.name === 'east')!;
-      assert.ok(east.queued.waiting > 0 && east.redisBytes > 0, JSON.stringify(east));
-      assert.ok(east.servers.every((s) => s.health !== 'healthy'), JSON.stringify(east.servers));
+      // `mcrepl status` shows the backlog, the memory it holds, and the servers' state (once the
+      // worker group's writes have timed out: a condition, polled).
+      type EastReport = { name: string; queued: { waiting: number }; redisBytes: number; servers: { health: string }[] };
+      let east: EastReport | undefined;
+      const configFile = writeConfigFile(env.config);
+      await waitFor(
+        async () => {
+          const st = await mcrepl(['-c', configFile, 'status', '--json']);
+          east = (JSON.parse(st.stdout) as { datacenters: EastReport[] }).datacenters.find((d) => d.name === 'east')!;
+          return east.queued.waiting > 0 && east.redisBytes > 0 && east.servers.every((s) => s.health !== 'healthy');
+        },
+        { timeoutMs: 15_000, message: () => `status to show east's backlog, its memory and its servers down: ${JSON.stringify(east)}` },
+      );
       m1.resume();
       m2.resume();
       await allArrive(env, keys, 30_000);

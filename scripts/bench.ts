@@ -16,6 +16,10 @@
  *              and every key checked against MySQL afterwards (the chaos run's checker); then
  *              the same probe with mcrepl stopped against bench/floor.ts (the binlog written
  *              straight to memcached: the lag floor of this machine)
+ *   bulk       one transaction of --bulk-rows rows (INSERT … SELECT from a sequence), applied by
+ *              the drain's processes (kept running): commit → the last key on every server,
+ *              every partition done, a sample of the keys read back; peak RSS of each process
+ *              during it, lease losses and restarts from their logs; against the drain's time
  *   flush      `mcrepl flush` of namespaces of --flush-keys keys, until gone from every server
  *
  * It prints a table and writes it to docs/BENCHMARKS.md (--out) with the date and the machine.
@@ -57,9 +61,14 @@ const count = (v: string): number => {
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number greater than 0');
   return n;
 };
+const count0 = (v: string): number => {
+  const n = Number(v.replace(/_/g, ''));
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a whole number (0 to skip)');
+  return n;
+};
 const list = <T>(parse: (s: string) => T) => (v: string): T[] => v.split(',').map((s) => parse(s.trim()));
 const rate = (s: string): number | 'max' => (s === 'max' ? 'max' : count(s));
-const SECTIONS = ['ceilings', 'naive', 'drain', 'lag', 'flush'] as const;
+const SECTIONS = ['ceilings', 'naive', 'drain', 'bulk', 'lag', 'flush'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const program = new Command()
@@ -70,6 +79,7 @@ const program = new Command()
   .option('--value-bytes <n>', 'value size of the backlog', count, 100)
   .option('--naive-rows <n>', 'rows the naive baseline applies (it is slow)', count, 20_000)
   .option('--writers <list>', 'memcached writers to drain with, side by side', list((s) => s as 'meta' | 'memjs'), ['meta', 'memjs'])
+  .option('--bulk-rows <n>', 'rows of the one large transaction (0 skips it)', count0, 1_000_000)
   .option('--lag-rates <list>', "source rates for the lag probe, rows/s; 'max' = as fast as the source goes", list(rate), [500, 2000, 'max'])
   .option('--lag-seconds <n>', 'how long each lag rate runs', count, 20)
   .option('--flush-keys <list>', 'namespace sizes to flush', list(count), [100_000, 1_000_000])
@@ -78,13 +88,15 @@ const program = new Command()
   .option('--out <file>', 'markdown file the table is written to', 'docs/BENCHMARKS.md')
   .option('--no-write', 'print the table only')
   .option('--profile', 'run the drain\'s processes under the V8 CPU profiler and add each one\'s top functions to the report')
-  .addHelpText('after', '\nDefaults take about 8 minutes on a 2-core machine. Exit code 0 when every section ran (targets missed are reported, not fatal).');
+  .option('--node-option <flag>', 'a node option for the pipeline\'s processes, e.g. --node-option=--trace-gc (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+  .addHelpText('after', '\nDefaults take about 11 minutes on a 2-core machine (the INSERT of the bulk transaction alone takes 1-2 minutes of MySQL). Exit code 0 when every section ran (targets missed are reported, not fatal).');
 
 interface Options {
   rows: number;
   keys: number;
   valueBytes: number;
   naiveRows: number;
+  bulkRows: number;
   writers: ('meta' | 'memjs')[];
   lagRates: (number | 'max')[];
   lagSeconds: number;
@@ -93,6 +105,7 @@ interface Options {
   out: string;
   write: boolean;
   profile?: boolean;
+  nodeOption: string[];
   set: string[];
 }
 
@@ -137,7 +150,7 @@ function pipelineConfig(ctx: Ctx, name: string, writer: 'meta' | 'memjs' | 'auto
   return { config, file: writeConfigFile(config), keys: new RedisKeys(config.redis.prefix) };
 }
 
-const NS = { backlog: 1, lag: 2, end: 9 } as const;
+const NS = { backlog: 1, lag: 2, end: 9, bulk: 50 } as const;
 
 /** Writes rows with multi-row INSERTs (1000 rows each) over `connections` connections. */
 async function insertRows(ctx: Ctx, total: number, row: (i: number) => [number, string, string, number], connections = 2): Promise<number> {
@@ -359,7 +372,7 @@ function stackCpu(): Map<string, number> {
 }
 
 function pipelineProcs(ctx: Ctx, file: string, tag: string): { tailer: Proc; workers: Proc[] } {
-  const node = (name: string) => (ctx.opts.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.join(ctx.logDir, 'prof', name)}`] : []);
+  const node = (name: string) => [...ctx.opts.nodeOption, ...(ctx.opts.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.join(ctx.logDir, 'prof', name)}`] : [])];
   return {
     tailer: new Proc(`${tag}-tailer`, ['-c', file, 'tailer'], ctx.logDir, node(`${tag}-tailer`)),
     workers: Object.keys(ctx.config.datacenters).map((dc) => new Proc(`${tag}-worker-${dc}`, ['-c', file, 'worker', dc], ctx.logDir, node(`${tag}-worker-${dc}`))),
@@ -488,6 +501,170 @@ async function stages(ctx: Ctx, from: Position, marker: { flushId: number; token
   if (!ok) throw new Error('the workers alone did not finish in 10 minutes');
   const dcs = Object.keys(ctx.config.datacenters).length;
   return { tailerRowsPerSec: ctx.opts.rows / tailerSeconds, workersRowsPerSec: ctx.opts.rows / workersSeconds, redisBytesPerOp: queued / (ctx.opts.rows * dcs), tailerRss };
+}
+
+// ---------------------------------------------------------------------------------------------
+// One large transaction
+
+interface BulkResult {
+  rows: number;
+  /** The INSERT … SELECT, then its COMMIT (MySQL's own time, before the clock starts). */
+  insertSeconds: number;
+  commitSeconds: number;
+  /** From the COMMIT returning to the last key on every server. */
+  lastKeySeconds: number;
+  /** From the COMMIT returning to every partition of every data center past it (end marker). */
+  doneSeconds: number;
+  usage: ProcUsage[];
+  /** Peak RSS is since the bulk stage began (VmHWM reset), not since the process started. */
+  peakSinceReset: boolean;
+  sampled: number;
+  found: number;
+  wrongValue: number;
+  /** memcached evictions during the stage, over every server (a server too small for the rows). */
+  evictions: number;
+  /** Redis memory in use at the most (sampled), above what it used before the stage: the staged chunks. */
+  redisPeakBytes: number;
+  leaseLost: number;
+  restarts: number;
+  lateRenewals: number;
+  /** Other warnings and errors in the processes' logs, by message. */
+  otherLogs: Map<string, number>;
+  alive: boolean;
+}
+
+/** Sets a process's peak RSS (VmHWM) back to its current RSS (Linux ≥ 4.0); false if refused. */
+function resetPeakRss(pid: number | undefined): boolean {
+  if (pid === undefined) return false;
+  try {
+    fs.writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Bytes each log file of the run has now, to read only what is written after. */
+function logSizes(dir: string): Map<string, number> {
+  return new Map(fs.readdirSync(dir).filter((f) => f.endsWith('.log')).map((f) => [f, fs.statSync(path.join(dir, f)).size]));
+}
+
+const LEVELS: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 };
+
+/** The warnings and errors (pino levels ≥ 40) written to the run's logs since `from`, by message. */
+function logsSince(dir: string, from: Map<string, number>, names: string[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const f of fs.readdirSync(dir)) {
+    if (!f.endsWith('.log') || !names.some((n) => f.startsWith(`${n}.`))) continue;
+    const start = from.get(f) ?? 0; // a log that did not exist before: a restarted process's
+    const text = fs.readFileSync(path.join(dir, f)).subarray(start).toString('utf8');
+    for (const line of text.split('\n')) {
+      if (!line.trim()) continue;
+      let level = 50;
+      let msg = line.slice(0, 120);
+      try {
+        const j = JSON.parse(line) as { level?: number | string; msg?: string };
+        level = typeof j.level === 'number' ? j.level : (LEVELS[j.level ?? ''] ?? 50);
+        msg = j.msg ?? msg;
+      } catch {
+        // not JSON: a crash's stack trace
+      }
+      if (level < 40) continue;
+      const key = `${f.replace(/\.\d+\.log$/, '')}: ${msg.replace(/lease \S+/, 'lease …')}`;
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+    }
+  }
+  return counts;
+}
+
+/**
+ * One transaction of `rows` rows (`INSERT INTO mc_storage … SELECT … FROM seq_1_to_<rows>`)
+ * applied by a running pipeline: the clock starts when its COMMIT returns and stops when every
+ * server holds its last key, then when every partition is past it (a flush marker written
+ * after it). Each process's peak RSS is reset first, so it is the peak of this stage.
+ */
+async function bulk(ctx: Ctx, pipe: { keys: RedisKeys; procs: Proc[] }, rows: number): Promise<BulkResult> {
+  const prefix = `big-${ctx.runId}-`;
+  const lastKey = `${prefix}${rows}`;
+  const value = 'v'.repeat(100);
+  const clients = ctx.servers.map((s) => new MemcachedTextClient(s, 5_000));
+  const evictions = async () => (await Promise.all(clients.map((c) => c.stats()))).reduce((a, s) => a + Number(s.evictions ?? 0), 0);
+  const evictionsBefore = await evictions();
+  const redisBefore = await usedMemory(ctx.redis);
+  let redisPeak = redisBefore;
+  let lastRedisSample = 0;
+  const procs = pipe.procs;
+  const peakSinceReset = procs.map((p) => resetPeakRss(p.pid)).every(Boolean);
+  const pids = procs.map((p) => p.pid);
+  const cpuBefore = procs.map((p) => p.usage()?.cpuSeconds ?? 0);
+  const logsBefore = logSizes(ctx.logDir);
+  // The installing account: the applications' may write mc_storage but not read the sequence table.
+  const conn = await connectMysql(ctx.config.mysql);
+  let insertSeconds: number;
+  let commitSeconds: number;
+  let committed: number;
+  try {
+    await conn.query('BEGIN');
+    let t = performance.now();
+    // The issue's statement; the run's id in the keys (the servers may hold an earlier run's).
+    await conn.query(`INSERT INTO mc_storage (ns_id, mc_key, mc_value) SELECT ?, CONCAT(?, seq), REPEAT('v', 100) FROM seq_1_to_${rows}`, [NS.bulk, prefix]);
+    insertSeconds = (performance.now() - t) / 1000;
+    t = performance.now();
+    await conn.query('COMMIT');
+    committed = performance.now();
+    commitSeconds = (committed - t) / 1000;
+  } finally {
+    await conn.end();
+  }
+  say(`bulk: ${fmt(rows)} rows inserted in ${fmt(insertSeconds, 1)} s, committed in ${fmt(commitSeconds, 1)} s; waiting for ${lastKey} on every server`);
+  const marker = await endMarker(ctx);
+  const pending = new Set(clients.keys());
+  let lastReport = performance.now();
+  while (pending.size > 0) {
+    if (performance.now() - lastRedisSample > 200) {
+      lastRedisSample = performance.now();
+      redisPeak = Math.max(redisPeak, await usedMemory(ctx.redis));
+    }
+    for (const i of [...pending]) if ((await clients[i]!.get(lastKey))?.value.toString() === value) pending.delete(i);
+    if (pending.size === 0) break;
+    if (performance.now() - committed > 900_000) throw new Error(`the last key of the ${fmt(rows)}-row transaction did not reach every server in 15 minutes; logs in ${ctx.logDir}`);
+    if (performance.now() - lastReport > 5_000) {
+      lastReport = performance.now();
+      const w = await Promise.all(Object.keys(ctx.config.datacenters).map(async (dc) => `${dc} at t ${Object.values(await ctx.redis.hgetall(pipe.keys.applied(dc))).map((v) => v.split(':').at(-1)).join('/')}`));
+      say(`  bulk: ${fmt((performance.now() - committed) / 1000)} s after the commit, ${w.join(', ')}, ${procs.map((p) => `${p.name.replace(/^drain-\w+-/, '')} ${mb(p.usage()?.peakRssBytes ?? 0)}`).join(', ')}`);
+    }
+    await sleep(5);
+  }
+  const lastKeySeconds = (performance.now() - committed) / 1000;
+  if (!(await waitForMarker(ctx, pipe.keys, marker, 600_000))) throw new Error(`the end marker after the ${fmt(rows)}-row transaction was not applied in 10 minutes`);
+  const doneSeconds = (performance.now() - committed) / 1000;
+  const usage = procs.map((p, i) => {
+    const u = p.usage() ?? { peakRssBytes: 0, cpuSeconds: 0 };
+    return { name: p.name.replace(/^drain-\w+-/, ''), peakRssBytes: u.peakRssBytes, cpuSeconds: u.cpuSeconds - cpuBefore[i]! };
+  });
+  // A sample of the keys, evenly spread, with the last one, read on every server.
+  const step = Math.max(1, Math.floor(rows / 20_000));
+  const sample = [...new Set([...Array.from({ length: Math.ceil(rows / step) }, (_, i) => `${prefix}${1 + i * step}`), lastKey])];
+  let found = 0;
+  let wrongValue = 0;
+  for (const c of clients) {
+    for (let i = 0; i < sample.length; i += 100) {
+      for (const v of (await c.getMany(sample.slice(i, i + 100))).values()) {
+        found++;
+        if (!v.equals(Buffer.from(value))) wrongValue++;
+      }
+    }
+  }
+  const evicted = (await evictions()) - evictionsBefore;
+  for (const c of clients) c.close();
+  const logs = logsSince(ctx.logDir, logsBefore, procs.map((p) => p.name));
+  const pick = (re: RegExp) => [...logs].filter(([k]) => re.test(k)).reduce((a, [, n]) => a + n, 0);
+  const leaseLost = pick(/lost the lease/);
+  const restarts = pick(/replacing it/);
+  const lateRenewals = pick(/lease renewal was late/);
+  const otherLogs = new Map([...logs].filter(([k]) => !/lost the lease|replacing it|lease renewal was late/.test(k)));
+  const alive = procs.every((p, i) => p.pid !== undefined && p.pid === pids[i]);
+  return { rows, insertSeconds, commitSeconds, lastKeySeconds, doneSeconds, usage, peakSinceReset, sampled: sample.length * ctx.servers.length, found, wrongValue, evictions: evicted, redisPeakBytes: redisPeak - redisBefore, leaseLost, restarts, lateRenewals, otherLogs, alive };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -859,7 +1036,8 @@ async function main(): Promise<number> {
 
     let lagPipe: { file: string; keys: RedisKeys; procs: Proc[] } | undefined;
     let lagResults: LagSeries | undefined;
-    if (want('drain') || want('lag') || want('flush')) {
+    let metaDrain: DrainResult | undefined;
+    if (want('drain') || want('bulk') || want('lag') || want('flush')) {
       const drains: DrainResult[] = [];
       // The default writer (meta) drains last: its pipeline stays up for the lag and flush sections.
       const writers = want('drain') ? [...opts.writers].sort((a, b) => Number(a === 'meta') - Number(b === 'meta')) : (['meta'] as const);
@@ -869,6 +1047,7 @@ async function main(): Promise<number> {
         const d = await drain(ctx, w, from, marker, keep);
         say(`drain (${w}): ${fmt(d.rowsPerSec)} rows/s in ${fmt(d.seconds, 1)} s (after ${fmt(d.startupSeconds, 1)} s starting the processes); peak RSS ${d.usage.map((u) => `${u.name} ${mb(u.peakRssBytes)}`).join(', ')}`);
         drains.push(d);
+        if (w === 'meta') metaDrain = d;
         if (keep) {
           lagPipe = { file: d.file, keys: d.keys, procs: d.procs };
           cleanups.push(d.stop);
@@ -918,6 +1097,37 @@ async function main(): Promise<number> {
         const peak = Math.max(...meta.usage.map((u) => u.peakRssBytes));
         targets.push(['tailer and each worker ≤ 200 MB peak RSS during the drain', `max ${mb(peak)}`, peak <= 200 * 1024 * 1024]);
       }
+    }
+
+    if (want('bulk') && opts.bulkRows > 0 && lagPipe) {
+      say(`bulk: one transaction of ${fmt(opts.bulkRows)} rows, applied by the drain's processes`);
+      const b = await bulk(ctx, lagPipe, opts.bulkRows);
+      say(`bulk: last key on every server ${fmt(b.lastKeySeconds, 1)} s after the commit, every partition ${fmt(b.doneSeconds, 1)} s; peak RSS ${b.usage.map((u) => `${u.name} ${mb(u.peakRssBytes)}`).join(', ')}; ${b.found} of ${b.sampled} sampled reads found; lease lost ${b.leaseLost}, restarts ${b.restarts}`);
+      for (const [k, n] of b.otherLogs) say(`  bulk log: ${n}× ${k}`);
+      // Against the drain of the same run, per row: a drain of a different size scales.
+      const drainSeconds = metaDrain ? (metaDrain.seconds * b.rows) / opts.rows : NaN;
+      const ratio = b.lastKeySeconds / drainSeconds;
+      const names = b.usage.map((u) => u.name);
+      const drainRef = metaDrain ? (b.rows === opts.rows ? `the ${fmt(opts.rows)}-op drain: ${fmt(metaDrain.seconds, 1)} s` : `the ${fmt(opts.rows)}-op drain scaled to ${fmt(b.rows)} rows: ${fmt(drainSeconds, 1)} s`) : 'no drain in this run';
+      out.push(
+        `## One large transaction: ${fmt(b.rows)} rows in one COMMIT`,
+        '',
+        `\`INSERT INTO mc_storage (ns_id, mc_key, mc_value) SELECT 50, CONCAT('big-<run>-', seq), REPEAT('v', 100) FROM seq_1_to_${b.rows}\` in one transaction, applied by the drain's processes (one tailer, one worker group per data center, kept running). The tailer stages the transaction's chunks in Redis while it streams in and adds their jobs at its end. The clock starts when the COMMIT returns; it stops when every server holds the last key, then when every partition of every data center is past the transaction (a flush marker written after it). Peak RSS is each process's peak during this stage${b.peakSinceReset ? ' (its VmHWM reset at the start)' : ' (since the process started: resetting VmHWM was refused)'}. Lease losses and restarts are counted in the processes' logs.`,
+        '',
+        `| rows | INSERT … SELECT | COMMIT | commit → last key on every server | commit → every partition past it | × the drain's time (${drainRef}) | ${names.map((n) => `peak RSS ${n}`).join(' | ')} | CPU s ${names.join(' / ')} |`,
+        `|---:|---:|---:|---:|---:|---:|${names.map(() => '---:|').join('')}---:|`,
+        `| ${fmt(b.rows)} | ${fmt(b.insertSeconds, 1)} s | ${fmt(b.commitSeconds, 1)} s | ${fmt(b.lastKeySeconds, 1)} s | ${fmt(b.doneSeconds, 1)} s | ${fmt(ratio, 2)} | ${b.usage.map((u) => mb(u.peakRssBytes)).join(' | ')} | ${b.usage.map((u) => fmt(u.cpuSeconds, 1)).join(' / ')} |`,
+        '',
+        '| sample read (keys × servers) | found | wrong value | memcached evictions | Redis memory at the most (above before) | leases lost | components restarted | late lease renewals | processes alive at the end |',
+        '|---:|---:|---:|---:|---:|---:|---:|---:|:---:|',
+        `| ${fmt(b.sampled)} | ${fmt(b.found)} | ${b.wrongValue} | ${fmt(b.evictions)} | ${mb(b.redisPeakBytes)} | ${b.leaseLost} | ${b.restarts} | ${b.lateRenewals} | ${b.alive ? 'yes' : '**no**'} |`,
+        '',
+        ...(b.otherLogs.size ? ['Other warnings and errors in the logs meanwhile:', '', ...[...b.otherLogs].map(([k, n]) => `- ${n}× ${k}`), ''] : []),
+      );
+      targets.push([`one ${fmt(b.rows)}-row transaction on every server ≤ 2× the drain's time`, `${fmt(b.lastKeySeconds, 1)} s after its COMMIT, ${fmt(ratio, 2)}× (${drainRef})`, ratio <= 2 && b.found === b.sampled && b.wrongValue === 0]);
+      const peak = Math.max(...b.usage.map((u) => u.peakRssBytes));
+      targets.push(['tailer and each worker ≤ 200 MB peak RSS during it', `max ${mb(peak)}`, peak <= 200 * 1024 * 1024]);
+      targets.push(['no lease lost, no restart during it', `${b.leaseLost} leases lost, ${b.restarts} components restarted${b.alive ? '' : ', a process exited'}`, b.leaseLost === 0 && b.restarts === 0 && b.alive]);
     }
 
     if (want('lag') && lagPipe) {

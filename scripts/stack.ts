@@ -407,8 +407,16 @@ function memcachedPidFile(layout: StackLayout, m: MemcachedSpec) {
   return path.join(layout.dir, 'memcached', `${m.name}.pid`);
 }
 
+/**
+ * Item memory of each memcached (MB; MCREPL_STACK_MEMCACHED_MB). `npm run bench` keeps ~350 MB
+ * per server at once (the drain's keys, the bulk transaction's million, the flush namespaces): a
+ * full server evicts, and under a burst of sets can refuse one ("SERVER_ERROR out of memory
+ * storing object"), which the workers take for a server down. Memory is only taken as it fills.
+ */
+const MEMCACHED_MB = envInt('MCREPL_STACK_MEMCACHED_MB', 512);
+
 export function memcachedArgs(port: number): string[] {
-  const args = ['-p', String(port), '-l', '127.0.0.1', '-U', '0', '-m', '256', '-c', '4096', '-t', '2'];
+  const args = ['-p', String(port), '-l', '127.0.0.1', '-U', '0', '-m', String(MEMCACHED_MB), '-c', '4096', '-t', '2'];
   if (asRoot()) args.push('-u', 'root');
   return args;
 }

@@ -79,8 +79,9 @@ test(`a ${N.toLocaleString('en')}-row transaction streams through in chunks and 
   await down.stop();
   const prefix = `${env.prefix}:big:`;
   // One statement, one transaction (the issue's bulk load).
-  const committedAt = Date.now();
+  const startedAt = Date.now();
   await env.root.query(`INSERT INTO mc_storage (ns_id, mc_key, mc_value) SELECT 50, CONCAT(?, seq), CONCAT('v', seq, ?) FROM seq_1_to_${N}`, [prefix, 'x'.repeat(80)]);
+  const returnedAt = Date.now(); // autocommit: the statement's return is its COMMIT
   const last = `${prefix}${N}`;
 
   // Killed in the middle: once it has applied a first chunk of the transaction.
@@ -97,7 +98,9 @@ test(`a ${N.toLocaleString('en')}-row transaction streams through in chunks and 
     async () => serverStateOf((await env.redis.hget(keys.servers('east'), down.address)) ?? undefined)?.health === 'healthy' && (await env.redis.hlen(keys.missed('east', down.address))) === 0,
     { timeoutMs: 120_000 + N / 10, message: 'the returning server healthy, nothing left kept for it' },
   );
-  t.diagnostic(`converged ${((Date.now() - committedAt) / 1000).toFixed(1)} s after the statement began (including the worker group's kill and restart)`);
+  t.diagnostic(
+    `converged ${((Date.now() - returnedAt) / 1000).toFixed(1)} s after the COMMIT (the statement itself took ${((returnedAt - startedAt) / 1000).toFixed(1)} s), including the worker group's kill and restart`,
+  );
 
   const result = await check(adminOptions(env), env.servers, [], { nsId: 50 });
   if (result.divergent.size > 0) {

@@ -17,8 +17,8 @@
  *
  * A server is *complete* when mcrepl knows it holds every key it should: it has seen every op
  * since the data center's stream began and lost nothing, or it was warmed from a complete peer.
- * A server with no saved state in a data center that has applied ops before is not (see start). One that restarted or was flushed is not, until
- * a warm from a complete peer; it may be warmed from an incomplete peer, or start empty, when no
+ * A server with no saved state in a data center that has applied ops before is not (see start).
+ * One that restarted or was flushed is not, until a warm from a complete peer; it may be warmed from an incomplete peer, or start empty, when no
  * complete one is healthy (after waiting `warmWaitMs` for one that is down but may come back with
  * its data), and is then warmed again (`rewarm`) once a complete peer is healthy. Without that,
  * a data center whose servers restart one after the other would lose the keys for good.

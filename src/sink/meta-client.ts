@@ -160,6 +160,8 @@ interface InFlight {
  */
 export class MetaConnection {
   private socket: net.Socket | undefined;
+  /** The open socket's local port (the server lists the connection under it). */
+  private socketPort: number | undefined;
   private connecting: Promise<net.Socket> | undefined;
   private rest: Buffer = Buffer.alloc(0);
   /** Sent, waiting for replies, in order. */
@@ -195,6 +197,8 @@ export class MetaConnection {
         open = true;
         clearTimeout(t);
         this.socket = s;
+        // Kept now: once the socket is closed Node no longer knows it, and `drained` needs it.
+        this.socketPort = s.localPort;
         if (this.connecting === attempt) this.connecting = undefined;
         resolve(s);
       });
@@ -208,7 +212,7 @@ export class MetaConnection {
           if (this.connecting === attempt) this.connecting = undefined;
           reject(err);
         } else if (this.socket === s) {
-          this.closed(err);
+          this.close(err);
         }
       };
       s.on('error', gone);
@@ -269,24 +273,23 @@ export class MetaConnection {
     if (this.inFlight.length > 0) this.armTimer();
   }
 
-  /** The socket is gone (the server closed it, or a reply made no sense): everything pending fails. */
-  private closed(err: Error): void {
+  /**
+   * Closes the connection (or it is gone: the server closed it, a reply made no sense) and fails
+   * everything pending on it.
+   */
+  close(err: Error = new Error(`${this.address}: closed`)): void {
     clearTimeout(this.timer);
     this.timer = undefined;
     const s = this.socket;
     this.socket = undefined;
     this.awaitingDrain = false;
-    if (this.inFlight.length > 0 && s?.localPort !== undefined) this.unconfirmed.add(s.localPort);
+    if (s && this.inFlight.length > 0 && this.socketPort !== undefined) this.unconfirmed.add(this.socketPort);
+    this.socketPort = undefined;
     s?.destroy();
     this.rest = Buffer.alloc(0);
     this.inFlightBytes = 0;
     for (const f of this.inFlight.splice(0)) if (!f.abandoned) f.pending.fail(err);
     for (const o of this.outbox.splice(0)) o.pending.fail(err);
-  }
-
-  /** Closes the connection and fails everything pending on it. */
-  close(err: Error = new Error(`${this.address}: closed`)): void {
-    this.closed(err);
   }
 
   /** Sends `cmd` and waits for its replies, read by `pending`. */
@@ -358,7 +361,7 @@ export class MetaConnection {
       const m = /:addr$/.test(name) ? /:(\d+)$/.exec(value) : null;
       if (m) open.add(Number(m[1]));
     }
-    for (const port of this.unconfirmed) if (!open.has(port) || port === this.socket?.localPort) this.unconfirmed.delete(port);
+    for (const port of this.unconfirmed) if (!open.has(port) || port === this.socketPort) this.unconfirmed.delete(port);
     return this.unconfirmed.size === 0;
   }
 

@@ -239,11 +239,12 @@ export const configSchema = z
     memory: z
       .strictObject({
         /**
-         * A long-running process (run, tailer, worker) whose JavaScript heap plus Buffers goes over
-         * this many MB runs a full garbage collection, which keeps its resident memory bounded
-         * (0 = leave it to V8, which lets garbage reach 200+ MB of RSS during a drain).
+         * A long-running process (run, tailer, worker) lets its heap grow to what is live plus
+         * this percent before V8 collects it again (V8's --heap-growing-percent), which keeps its
+         * resident memory bounded during a drain (0 = V8's own factor, up to 300 %: 250+ MB of
+         * RSS for the tailer in a 1M-op drain).
          */
-        gcAboveMb: nonNegativeInt.default(64),
+        heapGrowingPercent: z.number().int().min(0).max(1000).default(30),
       })
       .prefault({}),
     log: z

@@ -20,7 +20,7 @@ test('an instance that fails for a passing reason is replaced, even if its start
     c.close = async () => undefined;
     return c;
   };
-  const done = runDaemon([{ name: 'worker east', create }], silentLogger, { gcAboveMb: 0 });
+  const done = runDaemon([{ name: 'worker east', create }], silentLogger, { heapGrowingPercent: 0 });
   for (let i = 0; i < 100 && starts.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
   assert.deepEqual(starts, [0, 1], 'the replacement started; the process did not stop');
   process.emit('SIGTERM', 'SIGTERM');

@@ -7,7 +7,7 @@
 import type { EventEmitter } from 'node:events';
 import { errorMessage, McreplError } from '../../errors.js';
 import type { Logger } from '../../observability/logger.js';
-import { MemoryGuard } from '../../observability/memory.js';
+import { limitHeapGrowth } from '../../observability/memory.js';
 import { EXIT, reportError } from '../context.js';
 
 export interface Component extends EventEmitter {
@@ -23,8 +23,8 @@ export interface ComponentSpec {
 
 const isPassing = (err: unknown) => err instanceof McreplError && err.retriable;
 
-export async function runDaemon(specs: ComponentSpec[], logger: Logger, opts: { gcAboveMb: number }): Promise<number> {
-  const guard = opts.gcAboveMb > 0 ? new MemoryGuard(opts.gcAboveMb * 1024 * 1024, logger) : undefined;
+export async function runDaemon(specs: ComponentSpec[], logger: Logger, opts: { heapGrowingPercent: number }): Promise<number> {
+  limitHeapGrowth(opts.heapGrowingPercent);
   let stopping = false;
   let exitCode: number = EXIT.ok;
   let resolveDone!: () => void;
@@ -86,7 +86,6 @@ export async function runDaemon(specs: ComponentSpec[], logger: Logger, opts: { 
   }
   if (!stopping) logger.info({ components: specs.map((s) => s.name) }, 'mcrepl ready');
   await done;
-  guard?.stop();
-  logger.info({ exitCode, ...(guard ? { memoryCollections: guard.stats.collections } : {}) }, 'stopped');
+  logger.info({ exitCode }, 'stopped');
   return exitCode;
 }

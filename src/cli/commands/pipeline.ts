@@ -29,7 +29,7 @@ function tailer(ctx: Context, resetCheckpoint: boolean): ComponentSpec {
   };
 }
 
-const daemon = (ctx: Context, specs: ComponentSpec[]) => runDaemon(specs, ctx.logger, { gcAboveMb: ctx.config.memory.gcAboveMb });
+const daemon = (ctx: Context, specs: ComponentSpec[]) => runDaemon(specs, ctx.logger, { heapGrowingPercent: ctx.config.memory.heapGrowingPercent });
 
 export function runAll(ctx: Context, opts: { resetCheckpoint?: boolean }): Promise<number> {
   return daemon(ctx, [...workersFor(ctx, Object.keys(ctx.config.datacenters)), tailer(ctx, opts.resetCheckpoint ?? false)]);

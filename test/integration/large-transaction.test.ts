@@ -83,30 +83,37 @@ test(`a ${N.toLocaleString('en')}-row transaction streams through in chunks and 
   await env.root.query(`INSERT INTO mc_storage (ns_id, mc_key, mc_value) SELECT 50, CONCAT(?, seq), CONCAT('v', seq, ?) FROM seq_1_to_${N}`, [prefix, 'x'.repeat(80)]);
   const returnedAt = Date.now(); // autocommit: the statement's return is its COMMIT
   const last = `${prefix}${N}`;
+  const phases: string[] = [];
+  const phase = (what: string) => phases.push(`${what} +${((Date.now() - returnedAt) / 1000).toFixed(1)} s`);
 
   // Killed in the middle: once it has applied a first chunk of the transaction.
   await waitFor(async () => Number((await env.redis.hget(keys.applied('east'), '0'))?.split(':').at(-1) ?? 0) > 0, { timeoutMs: 60_000 + N / 10, intervalMs: 5, message: 'east applied a first chunk' });
+  phase('east applied a first chunk');
   east.kill('SIGKILL');
   await east.exited;
   const firstEast = east;
   east = new McreplProcess(['-c', configFile, 'worker', 'east']);
   await down.start();
+  void east.waitForOutput(/"msg":"mcrepl ready"/).then(() => phase('the new east worker ready'), () => undefined);
   await waitFor(async () => (await Promise.all(env.servers.map((s) => textGet(s, last)))).every((v) => v !== null), { timeoutMs: 120_000 + N / 10, message: 'every server holds the last key' });
+  phase('every server holds the last key');
   // The returning server may hold the last key from its warm copy before it has what it
   // missed: converged means healthy again with nothing left to replay.
   await waitFor(
     async () => serverStateOf((await env.redis.hget(keys.servers('east'), down.address)) ?? undefined)?.health === 'healthy' && (await env.redis.hlen(keys.missed('east', down.address))) === 0,
     { timeoutMs: 120_000 + N / 10, message: 'the returning server healthy, nothing left kept for it' },
   );
+  phase('the returning server healthy');
+  t.diagnostic(phases.join(', '));
   t.diagnostic(
     `converged ${((Date.now() - returnedAt) / 1000).toFixed(1)} s after the COMMIT (the statement itself took ${((returnedAt - startedAt) / 1000).toFixed(1)} s), including the worker group's kill and restart`,
   );
 
   const result = await check(adminOptions(env), env.servers, [], { nsId: 50 });
-  if (result.divergent.size > 0) {
+  if (result.divergent.size > 0 || process.env.TEST_LARGE_TXN_LOGS) {
     const file = `/tmp/mcrepl-large-txn-${env.id}.log`;
     fs.writeFileSync(file, [firstEast.stdout, '----- second east worker', east.stdout, east.stderr, '----- tailer', tailer.stdout].join('\n'));
-    t.diagnostic(`divergent: the workers' logs are in ${file}`);
+    t.diagnostic(`the workers' logs are in ${file}`);
   }
   assert.equal(result.liveKeys.size, N, 'the registry holds every key');
   assert.equal(result.divergent.size, 0, `divergent keys: ${JSON.stringify([...result.divergent.values()].slice(0, 3))}`);

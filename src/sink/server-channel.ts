@@ -11,7 +11,10 @@
  *   is the same process (paused, or the network blinked), nothing is written to it until every
  *   request sent before the failure has been processed or can never be (`whenDrained`), so no
  *   old write can land after the replay. Then the missed ops are replayed; ops arriving
- *   meanwhile join them. Only when nothing is left does it count as healthy again.
+ *   meanwhile join them, until what is left is less than one replay batch: from then on new ops
+ *   wait for the replay to finish instead (a moment), so a server that returns under a steady
+ *   stream catches up rather than chasing it through the store. Only when nothing is left does
+ *   it count as healthy again.
  * The dirty mark is saved (ChannelStore) before a job completes without the server, so a worker
  * that crashes meanwhile cannot leave a stale server behind.
  *
@@ -133,6 +136,9 @@ function isRestart(was: ServerIdentity, now: ServerIdentity): boolean {
   return now.pid !== was.pid || Math.abs(now.startedAt - was.startedAt) > 2;
 }
 
+/** Missed ops replayed per round trip to the store and the server. */
+const REPLAY_BATCH = 5_000;
+
 export class ServerChannel extends EventEmitter<ChannelEvents> {
   private _health: ServerHealth = 'healthy';
   /** Missed ops were dropped (bound overflowed) or its state is unknown: flush before replay. */
@@ -147,6 +153,8 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
   private recovery: Promise<void> | undefined;
   /** Adds to the missed-op store still in flight (recovery must not declare health under them). */
   private pendingAdds = 0;
+  /** Open while the replay finishes a backlog of less than one batch: submits wait for it rather than keep. */
+  private catchUp: { done: Promise<void>; resolve: () => void } | undefined;
   private checkTimer: NodeJS.Timeout | undefined;
   private readonly now: () => number;
   readonly stats = { missed: 0, overflows: 0, flushes: 0, warms: 0, recoveries: 0, restarts: 0 };
@@ -253,6 +261,10 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
   /** Applies ops (distinct keys) or keeps them for later; resolves when each is one or the other. */
   async submit(ops: readonly WriteableOp[]): Promise<void> {
     if (ops.length === 0) return;
+    if (this._health !== 'healthy' && this.catchUp) {
+      await this.catchUp.done;
+      if (this.health === 'healthy') return this.submit(ops); // the getter: narrowing does not survive the await
+    }
     if (this._health !== 'healthy') {
       await this.keep(ops);
       return;
@@ -449,10 +461,26 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
    * failed again. Returns with the health still 'recovering', so nothing is written around it.
    */
   private async replay(): Promise<boolean> {
+    try {
+      return await this.replayUntilEmpty();
+    } finally {
+      // Healthy (set in the same turn as the last check) or failed: the waiting submits go on.
+      this.catchUp?.resolve();
+      this.catchUp = undefined;
+    }
+  }
+
+  private async replayUntilEmpty(): Promise<boolean> {
     for (;;) {
       this.opts.signal.throwIfAborted();
       if (this.mustFlush) return false; // overflowed meanwhile: start over with a flush
-      const batch = await this.opts.missed.take(5_000);
+      const batch = await this.opts.missed.take(REPLAY_BATCH);
+      if (batch.length < REPLAY_BATCH && !this.catchUp) {
+        // Less than a batch left: new ops wait for the rest rather than join it.
+        let resolve!: () => void;
+        const done = new Promise<void>((r) => (resolve = r));
+        this.catchUp = { done, resolve };
+      }
       if (batch.length === 0) {
         if (this.pendingAdds === 0 && (await this.opts.missed.count()) === 0 && this.pendingAdds === 0) {
           // Healthy at once, in the same turn as the check: a submit after this writes directly,

@@ -510,11 +510,11 @@ describe('OpApplier and server channels', () => {
     assert.deepEqual(w.log, ['set k=kept-by-the-dead-worker@0']);
   });
 
-  test('ops arriving while a server recovers are replayed after the older ones, never before', { timeout: 2_000 }, async () => {
+  test('ops arriving while a server replays its last batch wait for it, then are written directly after the older ones', { timeout: 2_000 }, async () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     const bad = new FakeWriter('bad:1', (ops) => ops.map(() => TRANSIENT));
-    const { applier, channels } = await setup([bad, new FakeWriter('good:1')]);
+    const { applier, channels, missed } = await setup([bad, new FakeWriter('good:1')]);
     bad.up = false;
     await applier.apply([set('k', 'old')]);
     // The replay's write is held until we release it.
@@ -525,10 +525,40 @@ describe('OpApplier and server channels', () => {
     bad.up = true;
     await until(() => bad.calls.length === 2);
     assert.equal(channels[0]!.health, 'recovering');
-    await applier.apply([set('k', 'new')]);
+    let applied = false;
+    const late = applier.apply([set('k', 'new')]).then(() => (applied = true));
+    await nextTurn();
+    assert.equal(applied, false, 'the job waits for the replay of the last batch');
+    assert.equal(await missed[0]!.count(), 1, 'the new op did not join the store (only the one being replayed is there)');
+    release();
+    await late;
+    assert.equal(channels[0]!.health, 'healthy');
+    assert.deepEqual(bad.log, ['set k=old@0', 'set k=old@0', 'set k=new@0']);
+    assert.equal(await missed[0]!.count(), 0);
+  });
+
+  test('ops arriving while a server replays a backlog of more than one batch join the store and are replayed after the older ones', { timeout: 5_000 }, async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const bad = new FakeWriter('bad:1', (ops) => ops.map(() => TRANSIENT));
+    const { applier, channels, missed } = await setup([bad, new FakeWriter('good:1')]);
+    bad.up = false;
+    const backlog = Array.from({ length: 7_000 }, (_, i) => set(`k${i}`, 'old'));
+    await applier.apply(backlog);
+    bad.script = async (ops) => {
+      await gate;
+      return ops.map(() => OK);
+    };
+    bad.up = true;
+    await until(() => bad.calls.length === 2);
+    assert.equal(bad.calls[1]!.length, 5_000, 'a full first batch');
+    await applier.apply([set('k6999', 'new')]); // not held: it joins the store
+    assert.equal(await missed[0]!.count(), 7_000, 'still 7,000 keys kept, k6999 now with its newer op');
     release();
     await channels[0]!.whenHealthy();
-    assert.deepEqual(bad.log, ['set k=old@0', 'set k=old@0', 'set k=new@0']);
+    const writesOf = bad.log.filter((l) => l.startsWith('set k6999='));
+    assert.deepEqual(writesOf, ['set k6999=old@0', 'set k6999=new@0'], 'the failed write, then only the newest op of the key (coalesced in the store)');
+    assert.equal(await missed[0]!.count(), 0);
   });
 
   test('with every server down, a job waits (its ops stay queued) until one is back', { timeout: 2_000 }, async () => {

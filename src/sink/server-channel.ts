@@ -11,7 +11,7 @@
  *   is the same process (paused, or the network blinked), nothing is written to it until every
  *   request sent before the failure has been processed or can never be (`whenDrained`), so no
  *   old write can land after the replay. Then the missed ops are replayed; ops arriving
- *   meanwhile join them, until what is left is less than one replay batch: from then on new ops
+ *   meanwhile join them, until what is left is two replay batches or less: from then on new ops
  *   wait for the replay to finish instead (a moment), so a server that returns under a steady
  *   stream catches up rather than chasing it through the store. Only when nothing is left does
  *   it count as healthy again.
@@ -138,6 +138,8 @@ function isRestart(was: ServerIdentity, now: ServerIdentity): boolean {
 
 /** Missed ops replayed per round trip to the store and the server. */
 const REPLAY_BATCH = 5_000;
+/** Backlog (keys) under which new ops wait for the replay to finish: two batches, ~50-100 ms. */
+const CATCH_UP_BELOW = 2 * REPLAY_BATCH;
 
 export class ServerChannel extends EventEmitter<ChannelEvents> {
   private _health: ServerHealth = 'healthy';
@@ -153,7 +155,7 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
   private recovery: Promise<void> | undefined;
   /** Adds to the missed-op store still in flight (recovery must not declare health under them). */
   private pendingAdds = 0;
-  /** Open while the replay finishes a backlog of less than one batch: submits wait for it rather than keep. */
+  /** Open while the replay finishes a small backlog (CATCH_UP_BELOW): submits wait for it rather than keep. */
   private catchUp: { done: Promise<void>; resolve: () => void } | undefined;
   private checkTimer: NodeJS.Timeout | undefined;
   private readonly now: () => number;
@@ -474,13 +476,14 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
     for (;;) {
       this.opts.signal.throwIfAborted();
       if (this.mustFlush) return false; // overflowed meanwhile: start over with a flush
-      const batch = await this.opts.missed.take(REPLAY_BATCH);
-      if (batch.length < REPLAY_BATCH && !this.catchUp) {
-        // Less than a batch left: new ops wait for the rest rather than join it.
+      if (!this.catchUp && (await this.opts.missed.count()) <= CATCH_UP_BELOW) {
+        // Little left: new ops wait for the rest rather than join it (a stream that adds a
+        // batch while each batch is replayed would otherwise keep the backlog from emptying).
         let resolve!: () => void;
         const done = new Promise<void>((r) => (resolve = r));
         this.catchUp = { done, resolve };
       }
+      const batch = await this.opts.missed.take(REPLAY_BATCH);
       if (batch.length === 0) {
         if (this.pendingAdds === 0 && (await this.opts.missed.count()) === 0 && this.pendingAdds === 0) {
           // Healthy at once, in the same turn as the check: a submit after this writes directly,

@@ -510,7 +510,7 @@ describe('OpApplier and server channels', () => {
     assert.deepEqual(w.log, ['set k=kept-by-the-dead-worker@0']);
   });
 
-  test('ops arriving while a server replays its last batch wait for it, then are written directly after the older ones', { timeout: 2_000 }, async () => {
+  test('ops arriving while a server replays a small backlog wait for it, then are written directly after the older ones', { timeout: 2_000 }, async () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     const bad = new FakeWriter('bad:1', (ops) => ops.map(() => TRANSIENT));
@@ -528,7 +528,7 @@ describe('OpApplier and server channels', () => {
     let applied = false;
     const late = applier.apply([set('k', 'new')]).then(() => (applied = true));
     await nextTurn();
-    assert.equal(applied, false, 'the job waits for the replay of the last batch');
+    assert.equal(applied, false, 'the job waits for the replay of the backlog');
     assert.equal(await missed[0]!.count(), 1, 'the new op did not join the store (only the one being replayed is there)');
     release();
     await late;
@@ -537,13 +537,13 @@ describe('OpApplier and server channels', () => {
     assert.equal(await missed[0]!.count(), 0);
   });
 
-  test('ops arriving while a server replays a backlog of more than one batch join the store and are replayed after the older ones', { timeout: 5_000 }, async () => {
+  test('ops arriving while a server replays a backlog of more than two batches join the store and are replayed after the older ones', { timeout: 5_000 }, async () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     const bad = new FakeWriter('bad:1', (ops) => ops.map(() => TRANSIENT));
     const { applier, channels, missed } = await setup([bad, new FakeWriter('good:1')]);
     bad.up = false;
-    const backlog = Array.from({ length: 7_000 }, (_, i) => set(`k${i}`, 'old'));
+    const backlog = Array.from({ length: 12_000 }, (_, i) => set(`k${i}`, 'old'));
     await applier.apply(backlog);
     bad.script = async (ops) => {
       await gate;
@@ -552,12 +552,12 @@ describe('OpApplier and server channels', () => {
     bad.up = true;
     await until(() => bad.calls.length === 2);
     assert.equal(bad.calls[1]!.length, 5_000, 'a full first batch');
-    await applier.apply([set('k6999', 'new')]); // not held: it joins the store
-    assert.equal(await missed[0]!.count(), 7_000, 'still 7,000 keys kept, k6999 now with its newer op');
+    await applier.apply([set('k11999', 'new')]); // not held: it joins the store
+    assert.equal(await missed[0]!.count(), 12_000, 'still 12,000 keys kept, k11999 now with its newer op');
     release();
     await channels[0]!.whenHealthy();
-    const writesOf = bad.log.filter((l) => l.startsWith('set k6999='));
-    assert.deepEqual(writesOf, ['set k6999=old@0', 'set k6999=new@0'], 'the failed write, then only the newest op of the key (coalesced in the store)');
+    const writesOf = bad.log.filter((l) => l.startsWith('set k11999='));
+    assert.deepEqual(writesOf, ['set k11999=old@0', 'set k11999=new@0'], 'the failed write, then only the newest op of the key (coalesced in the store)');
     assert.equal(await missed[0]!.count(), 0);
   });
 

@@ -151,6 +151,12 @@ export const tailerSchema = z.strictObject({
    * lingerMs (fewer, bigger jobs); the first op after a quiet spell goes out at once.
    */
   lingerMs: nonNegativeInt.default(5),
+  /**
+   * Adaptive job size per data center (src/fanout/pacer.ts): while a data center's queue has a
+   * job waiting, its ops are held and go out as one bigger job when the queue is empty again,
+   * or after this long at the most (0 = never hold: one job per batch for every data center).
+   */
+  holdMaxMs: nonNegativeInt.default(1_000),
   /** Pause reading the binlog while this many bytes of ops wait to be enqueued. */
   maxPendingBytes: positiveInt.default(8 * 1024 * 1024),
   /** Save the checkpoint at least this often while only other tables' transactions pass (ms). */

@@ -43,10 +43,11 @@ export interface JobData {
   x?: 1;
 }
 
-/** A job to add to one partition's queue of every data center. */
+/** A job to add to one partition's queue of every data center (or of `dcs` only). */
 export interface JobRef {
   partition: number;
   data: JobData;
+  dcs?: readonly string[];
 }
 
 const KIND_SET = 1;

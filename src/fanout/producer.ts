@@ -28,6 +28,7 @@ import type { Redis } from 'ioredis';
 import type { Batch } from './batch.js';
 import { coalesce } from './op.js';
 import { encodeJob, encodeJobRef, encodeOps, parsePayloadId, payloadId, type JobData, type JobRef } from './job-codec.js';
+import type { PacedJob, WaitingCounts } from './pacer.js';
 import type { RedisKeys } from './redis-keys.js';
 
 export const JOB_NAME = 'ops';
@@ -60,12 +61,35 @@ export class FanoutProducer {
     return q;
   }
 
-  /** Enqueues the batch's ops; resolves once Redis has every job, throws if any is missing. */
-  async enqueue(epoch: string, batch: Batch): Promise<number> {
-    const { jobs, stored } = this.pack(epoch, batch, false);
+  /**
+   * Enqueues ops planned by the Pacer (each for some data centers); resolves once Redis has
+   * every job, throws if any is missing. Retrying it with the same jobs is safe (see above).
+   */
+  async enqueue(epoch: string, planned: readonly PacedJob[]): Promise<number> {
+    const { jobs, stored } = this.pack(epoch, planned, false);
     if (jobs.length === 0) return 0;
     await Promise.all(stored);
     return this.add(jobs);
+  }
+
+  /**
+   * Jobs waiting (not yet taken by a worker) in each partition's queue of each data center,
+   * read in one pipelined round trip.
+   */
+  async waitingCounts(partitions: number): Promise<WaitingCounts> {
+    const pipeline = this.redis.pipeline();
+    for (const dc of this.datacenters) for (let p = 0; p < partitions; p++) pipeline.llen(this.keys.queueKey(dc, p, 'wait'));
+    const replies = (await pipeline.exec()) ?? [];
+    const counts = new Map<string, number>();
+    let i = 0;
+    for (const dc of this.datacenters) {
+      for (let p = 0; p < partitions; p++) {
+        const [err, n] = replies[i++] ?? [new Error('no reply')];
+        if (err) throw err;
+        counts.set(`${p}:${dc}`, Number(n));
+      }
+    }
+    return (dc, p) => counts.get(`${p}:${dc}`) ?? 0;
   }
 
   /**
@@ -75,7 +99,8 @@ export class FanoutProducer {
    * Nothing of it is visible to a worker before then.
    */
   async stage(epoch: string, batch: Batch): Promise<JobRef[]> {
-    const { jobs, stored } = this.pack(epoch, batch, true);
+    const planned = batch.ops.map((ops, partition) => ({ partition, dcs: this.datacenters, ops }));
+    const { jobs, stored } = this.pack(epoch, planned, true);
     await Promise.all(stored);
     return jobs;
   }
@@ -86,8 +111,8 @@ export class FanoutProducer {
    */
   async add(jobs: readonly JobRef[], extra: Partial<JobData> = {}): Promise<number> {
     const adds: Promise<unknown>[] = [];
-    for (const { partition, data } of jobs) {
-      for (const dc of this.datacenters) {
+    for (const { partition, data, dcs } of jobs) {
+      for (const dc of dcs ?? this.datacenters) {
         adds.push(this.queue(dc, partition).add(JOB_NAME, { ...data, ...extra }, { attempts: 1, removeOnComplete: true, removeOnFail: 1_000 }));
       }
     }
@@ -104,27 +129,29 @@ export class FanoutProducer {
   }
 
   /**
-   * One job per partition with ops: inline when small (live traffic) unless `payloadsOnly`,
-   * else a reference to a payload, whose write is returned in `stored`.
+   * One job per planned run of ops: inline when small (live traffic) unless `payloadsOnly`,
+   * else a reference to a payload, whose write is returned in `stored`. The payload waits for
+   * the job's data centers only. Two runs with the same first and last op have the same ops
+   * (coalesced from the same batches), so a payload id written twice holds the same bytes.
    */
-  private pack(epoch: string, batch: Batch, payloadsOnly: boolean): { jobs: JobRef[]; stored: Promise<unknown>[] } {
+  private pack(epoch: string, planned: readonly PacedJob[], payloadsOnly: boolean): { jobs: JobRef[]; stored: Promise<unknown>[] } {
     const jobs: JobRef[] = [];
     const stored: Promise<unknown>[] = [];
-    const pending = this.datacenters.flatMap((dc) => [dc, '1']);
-    batch.ops.forEach((all, partition) => {
-      if (all.length === 0) return;
+    for (const { partition, dcs, ops: all } of planned) {
+      if (all.length === 0 || dcs.length === 0) continue;
       const ops = coalesce(all);
       const packed = encodeOps(ops);
+      const only = dcs.length === this.datacenters.length ? {} : { dcs };
       if (!payloadsOnly && packed.length <= INLINE_MAX_BYTES) {
         // Small (live traffic): inline, which saves a round trip on each side.
-        jobs.push({ partition, data: { ...encodeJob(epoch, ops, packed), c: 1 } });
-        return;
+        jobs.push({ partition, data: { ...encodeJob(epoch, ops, packed), c: 1 }, ...only });
+        continue;
       }
       const id = payloadId(epoch, partition, ops);
       // Pipelined on the connection; no MULTI, which would copy every payload once more.
-      stored.push(this.redis.hset(this.keys.payload(id), 'd', packed, ...pending));
-      jobs.push({ partition, data: { ...encodeJobRef(epoch, id, ops), c: 1 } });
-    });
+      stored.push(this.redis.hset(this.keys.payload(id), 'd', packed, ...dcs.flatMap((dc) => [dc, '1'])));
+      jobs.push({ partition, data: { ...encodeJobRef(epoch, id, ops), c: 1 }, ...only });
+    }
     return { jobs, stored };
   }
 

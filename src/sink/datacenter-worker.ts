@@ -289,7 +289,7 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
   }
 
   /** Applies one job's ops, a slice at a time; throws if it cannot (shutdown, or a bug). */
-  private async process(p: number, data: JobData, jobId?: string): Promise<void> {
+  private async process(p: number, data: JobData, jobId?: string, pipelined = false): Promise<void> {
     let epoch: string;
     let slices: Iterable<Op[]> = [];
     let payloadKey = '';
@@ -346,12 +346,19 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     }
     last = lastT ?? last;
     const advance = last !== undefined && (!wm || wm.epoch !== epoch || last > wm.t);
-    // Only the lease holder records progress, and the watermark never moves back.
-    await this.lease.fenced(
+    // Only the lease holder records progress, and the watermark never moves back. A queued job
+    // does not wait for the reply: BullMQ's completion of the job, and its fetch of the next
+    // one, follow on the same connection, so Redis runs them after it and a job costs one round
+    // trip instead of two (decision 0022). A failure still stops the group, as when awaited; a
+    // watermark that stayed behind only makes a replay re-apply ops it had applied, in order.
+    // A flush's record is waited for: `mcrepl flush` waits for it.
+    const recorded = this.lease.fenced(
       RECORD_PROGRESS,
       [this.keys.applied(this.dc), ...markers.map((m) => this.keys.flushDone(m.flushId, m.token, this.dc))],
       [String(p), epoch, advance ? String(last) : '', String(FLUSH_RECORD_TTL_S), payloadKey, this.dc],
     );
+    if (!pipelined || markers.length > 0) await recorded;
+    else recorded.catch((err: unknown) => !this.abort.signal.aborted && this.fail(err instanceof Error ? err : new Error(String(err))));
     if (advance) this.watermarks.set(p, { epoch, t: last! });
     for (const marker of markers) this.logger.debug({ partition: p, flushId: marker.flushId, nsId: marker.nsId }, 'flush marker applied');
     this.stats.jobs++;
@@ -372,7 +379,7 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
       // caught up with that Redis (watermarks, unfinished jobs).
       await this.restarts.settled();
       await this.recovering;
-      await this.process(p, job.data, job.id);
+      await this.process(p, job.data, job.id, true);
     })().finally(() => {
       if (this.handed.get(p) === job.id) this.handed.delete(p);
     });

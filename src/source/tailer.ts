@@ -25,12 +25,13 @@ import { Lifecycle, type LifecycleState } from '../coordination/lifecycle.js';
 import { errorMessage, LeaseLostError, McreplError } from '../errors.js';
 import { Batch, type StagedTxn } from '../fanout/batch.js';
 import { DeadLetterStore, type DeadLetter } from '../fanout/dead-letters.js';
+import { Pacer } from '../fanout/pacer.js';
 import { FanoutProducer, sweepPayloads } from '../fanout/producer.js';
 import { RedisKeys } from '../fanout/redis-keys.js';
 import { recordTopology } from '../fanout/topology.js';
 import type { Logger } from '../observability/logger.js';
 import { BinlogListener, type BinlogRow, type BinlogRowChunk, type BinlogTransaction } from './binlog-listener.js';
-import { RedisCheckpointStore, describePosition, type Checkpoint, type CheckpointStore } from './checkpoint-store.js';
+import { RedisCheckpointStore, describePosition, type Checkpoint, type CheckpointStore, type Position } from './checkpoint-store.js';
 import { assertPreflight, preflight } from './preflight.js';
 import { currentBinlogPosition } from './position.js';
 import { connectMysql } from '../registry/mysql.js';
@@ -107,6 +108,12 @@ export class Tailer extends EventEmitter<TailerEvents> {
   /** A large transaction streaming in: its chunks are being staged in Redis. */
   private open: StagedTxn | undefined;
   private inFlightBytes = 0;
+  /** Per data center: ops held while its queue has a job waiting (adaptive job size). */
+  private readonly pacer: Pacer;
+  /** Batches taken so far (numbers them for the pacer). */
+  private batchNo = 0;
+  /** Ends of batches enqueued, oldest first, whose checkpoint waits for held ops of theirs to go out. */
+  private unsaved: { batchNo: number; position: Position; txnSeq: number }[] = [];
   private flushing: Promise<void> | undefined;
   private lingerTimer: NodeJS.Timeout | undefined;
   private checkpointTimer: NodeJS.Timeout | undefined;
@@ -132,6 +139,7 @@ export class Tailer extends EventEmitter<TailerEvents> {
     this.store = opts.checkpointStore ?? new RedisCheckpointStore(this.redis, this.keys, this.lease);
     this.datacenters = Object.keys(config.datacenters);
     this.producer = new FanoutProducer(this.redis, this.keys, this.datacenters);
+    this.pacer = new Pacer(this.datacenters, { maxOps: config.tailer.batchMaxOps, maxBytes: config.tailer.batchMaxBytes, maxHoldMs: config.tailer.holdMaxMs });
     this.deadLetters = new DeadLetterStore(this.redis, this.keys, config.deadLetters.maxEntries);
     this.batch = new Batch(config.partitions, 0);
     this.listener = new BinlogListener({
@@ -356,15 +364,20 @@ export class Tailer extends EventEmitter<TailerEvents> {
 
   /** Stops reading the binlog while too much waits to be enqueued or staged. */
   private applyPressure(): void {
-    if (this.inFlightBytes + this.batch.bytes > this.config.tailer.maxPendingBytes && !this.listener.isPaused) {
-      this.logger.debug({ pendingBytes: this.inFlightBytes + this.batch.bytes }, 'backpressure: pausing the binlog stream');
+    if (this.pendingBytes > this.config.tailer.maxPendingBytes && !this.listener.isPaused) {
+      this.logger.debug({ pendingBytes: this.pendingBytes }, 'backpressure: pausing the binlog stream');
       this.stats.pauses++;
       this.listener.pause();
     }
   }
 
   private relievePressure(): void {
-    if (this.listener.isPaused && this.inFlightBytes + this.batch.bytes < this.config.tailer.maxPendingBytes / 2) this.listener.resume();
+    if (this.listener.isPaused && this.pendingBytes < this.config.tailer.maxPendingBytes / 2) this.listener.resume();
+  }
+
+  /** Ops read and not yet in Redis: being enqueued or staged, in the next batch, or held by the pacer. */
+  private get pendingBytes(): number {
+    return this.inFlightBytes + this.batch.bytes + this.pacer.heldBytes;
   }
 
   private addDeadLetter(b: Batch, d: { reason: string; row: Record<string, unknown>; source: string; keyDeleted: boolean }): void {
@@ -386,6 +399,9 @@ export class Tailer extends EventEmitter<TailerEvents> {
     } else if (b.transactions > 0) {
       // Only other tables' commits: move the checkpoint now and then, not on every commit.
       this.checkpointTimer ??= setTimeout(() => this.flushNow(), Math.max(0, this.lastSaveAt + cfg.checkpointIntervalMs - Date.now()));
+    } else if (this.pacer.holding) {
+      // Ops held for a data center whose queue was not empty: look again in a moment.
+      this.lingerTimer ??= setTimeout(() => this.flushNow(), Math.max(1, cfg.lingerMs));
     }
   }
 
@@ -407,7 +423,7 @@ export class Tailer extends EventEmitter<TailerEvents> {
     if (this.flushing || this.fatalError) return;
     this.flushing = this.flushLoop().finally(() => {
       this.flushing = undefined;
-      if ((!this.batch.isEmpty || this.sealed.length > 0) && this.life.state === 'running') this.scheduleFlush();
+      if ((!this.batch.isEmpty || this.sealed.length > 0 || this.pacer.holding) && this.life.state === 'running') this.scheduleFlush();
     });
   }
 
@@ -421,17 +437,21 @@ export class Tailer extends EventEmitter<TailerEvents> {
       let b = this.sealed.shift();
       if (!b) {
         b = this.batch;
-        if (b.isEmpty) return;
+        if (b.isEmpty && !this.pacer.holding) return;
         this.batch = new Batch(this.config.partitions, this.txnSeq);
       }
       if (b.opCount > 0 || b.deadLetters.length > 0) this.lastFlushAt = performance.now();
+      const batchNo = ++this.batchNo;
       this.inFlightBytes += b.bytes;
       try {
-        if (b.opCount > 0) {
-          const jobs = await this.persist('enqueue jobs', () => this.producer.enqueue(this.epoch, b));
-          this.stats.jobs += jobs;
-        }
         const staged = b.staged;
+        if (b.opCount > 0 || this.pacer.holding) {
+          // Held ops all go out before a large transaction's jobs, and when the tailer stops.
+          const force = staged !== undefined || this.life.state !== 'running';
+          const waiting = this.config.tailer.holdMaxMs > 0 && !force ? await this.persist('read queue lengths', () => this.producer.waitingCounts(this.config.partitions)) : () => 0;
+          const planned = this.pacer.plan(b.opCount > 0 ? b : undefined, batchNo, waiting, Date.now(), force);
+          if (planned.length > 0) this.stats.jobs += await this.persist('enqueue jobs', () => this.producer.enqueue(this.epoch, planned));
+        }
         if (staged) {
           await staged.ready;
           // A few hundred jobs per write: each one short, retried on its own.
@@ -443,8 +463,13 @@ export class Tailer extends EventEmitter<TailerEvents> {
           }
         }
         if (b.deadLetters.length > 0) await this.persist('record dead letters', () => this.deadLetters.add(b.deadLetters));
-        if (b.position) {
-          const cp: Checkpoint = { position: b.position, txnSeq: b.txnSeq, epoch: this.epoch, savedAt: Date.now() };
+        // The checkpoint moves to the end of the newest batch none of whose ops are held.
+        if (b.position) this.unsaved.push({ batchNo, position: b.position, txnSeq: b.txnSeq });
+        const oldestHeld = this.pacer.oldestHeld();
+        let out: (typeof this.unsaved)[number] | undefined;
+        while (this.unsaved.length > 0 && (oldestHeld === undefined || this.unsaved[0]!.batchNo < oldestHeld)) out = this.unsaved.shift();
+        if (out) {
+          const cp: Checkpoint = { position: out.position, txnSeq: out.txnSeq, epoch: this.epoch, savedAt: Date.now() };
           await this.persist('save checkpoint', () => this.store.save(cp));
           this.lastSaveAt = cp.savedAt;
           this.stats.lastCheckpoint = cp;
@@ -532,6 +557,8 @@ export class Tailer extends EventEmitter<TailerEvents> {
     this.txnSeq = cp.txnSeq;
     this.batch = new Batch(this.config.partitions, cp.txnSeq);
     this.sealed.length = 0;
+    this.pacer.clear();
+    this.unsaved = [];
     if (this.open) this.open.abandoned = true;
     this.open = undefined;
     // What is still in flight (chunks being staged) takes its own bytes off when it settles.
@@ -558,7 +585,7 @@ export class Tailer extends EventEmitter<TailerEvents> {
     await this.listener.stop();
     if (!failed && !this.fatalError && this.lease.isHeld) {
       if (this.flushing) await this.flushing;
-      if (!this.batch.isEmpty || this.sealed.length > 0) {
+      if (!this.batch.isEmpty || this.sealed.length > 0 || this.pacer.holding) {
         this.flushNow();
         await this.flushing;
       }

@@ -20,6 +20,8 @@
  *              the drain's processes (kept running): commit → the last key on every server,
  *              every partition done, a sample of the keys read back; peak RSS of each process
  *              during it, lease losses and restarts from their logs; against the drain's time
+ *   distance   the last data center's worker group behind a latency proxy to Redis (--redis-rtt,
+ *              scripts/latency-proxy.ts): lag per data center and its queue at --distance-rate
  *   flush      `mcrepl flush` of namespaces of --flush-keys keys, until gone from every server
  *
  * It prints a table and writes it to docs/BENCHMARKS.md (--out) with the date and the machine.
@@ -50,6 +52,7 @@ import { currentBinlogPosition } from '../src/source/position.js';
 import { watchForRegressions } from '../test/helpers/regression-watcher.js';
 import { writeConfigFile } from '../test/helpers/cli.js';
 import { check, cpuSecondsOf, Proc, sleep } from './harness.js';
+import { LatencyProxy } from './latency-proxy.js';
 import { MemcachedTextClient } from './memcached-text.js';
 import { down, repoRoot, stackEnv, stackLayout, status, up } from './stack.js';
 
@@ -68,7 +71,7 @@ const count0 = (v: string): number => {
 };
 const list = <T>(parse: (s: string) => T) => (v: string): T[] => v.split(',').map((s) => parse(s.trim()));
 const rate = (s: string): number | 'max' => (s === 'max' ? 'max' : count(s));
-const SECTIONS = ['ceilings', 'naive', 'drain', 'bulk', 'lag', 'flush'] as const;
+const SECTIONS = ['ceilings', 'naive', 'drain', 'bulk', 'lag', 'distance', 'flush'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const program = new Command()
@@ -82,6 +85,8 @@ const program = new Command()
   .option('--bulk-rows <n>', 'rows of the one large transaction (0 skips it)', count0, 1_000_000)
   .option('--lag-rates <list>', "source rates for the lag probe, rows/s; 'max' = as fast as the source goes", list(rate), [500, 2000, 'max'])
   .option('--lag-seconds <n>', 'how long each lag rate runs', count, 20)
+  .option('--redis-rtt <list>', "round trips (ms) between the last data center's worker group and Redis, one distance run each", list(count0), [2, 80])
+  .option('--distance-rate <n>', 'source rate of the distance runs, rows/s', count, 2000)
   .option('--flush-keys <list>', 'namespace sizes to flush', list(count), [100_000, 1_000_000])
   .option('--only <sections>', `run only these sections (${SECTIONS.join(', ')})`, list((s) => s as Section))
   .option('--set <path=value>', 'a config override for every pipeline of the run, e.g. --set partitions=4 --set tailer.lingerMs=2 (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
@@ -100,6 +105,8 @@ interface Options {
   writers: ('meta' | 'memjs')[];
   lagRates: (number | 'max')[];
   lagSeconds: number;
+  redisRtt: number[];
+  distanceRate: number;
   flushKeys: number[];
   only?: Section[];
   out: string;
@@ -678,6 +685,8 @@ interface LagResult {
   p99: number;
   max: number;
   lost: number;
+  /** Commit → visible on every server of each data center. */
+  perDc: { dc: string; p50: number; p99: number; max: number }[];
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -721,6 +730,7 @@ async function lag(ctx: Ctx, tag: string, target: number | 'max', seconds: numbe
     }
   });
   const lags: number[] = [];
+  const groups = Object.entries(ctx.config.datacenters).map(([dc, d]) => ({ dc, servers: d.servers.map((a) => ctx.servers.indexOf(a)), lags: [] as number[] }));
   let lost = 0;
   const prober = (async () => {
     for (let n = 0; Date.now() < end; n++) {
@@ -731,13 +741,21 @@ async function lag(ctx: Ctx, tag: string, target: number | 'max', seconds: numbe
       calls++;
       const committed = performance.now();
       const pending = new Set(clients.keys());
+      const seen: number[] = [];
       const deadline = committed + 5_000;
       while (pending.size > 0 && performance.now() < deadline) {
-        for (const i of [...pending]) if ((await clients[i]!.get(key))?.value.toString() === value) pending.delete(i);
+        for (const i of [...pending]) {
+          if ((await clients[i]!.get(key))?.value.toString() !== value) continue;
+          pending.delete(i);
+          seen[i] = performance.now() - committed;
+        }
         if (pending.size > 0) await sleep(1);
       }
       if (pending.size > 0) lost++;
-      else if (Date.now() > warmUntil) lags.push(performance.now() - committed);
+      else if (Date.now() > warmUntil) {
+        lags.push(performance.now() - committed);
+        for (const g of groups) g.lags.push(Math.max(...g.servers.map((i) => seen[i]!)));
+      }
       const wait = slot - performance.now();
       if (wait > 0) await sleep(wait);
     }
@@ -747,7 +765,11 @@ async function lag(ctx: Ctx, tag: string, target: number | 'max', seconds: numbe
   await Promise.all([...conns, probeConn].map((c) => c.end()));
   for (const c of clients) c.close();
   lags.sort((a, b) => a - b);
-  return { target, achieved, probes: lags.length, p50: percentile(lags, 50), p99: percentile(lags, 99), max: lags[lags.length - 1] ?? NaN, lost };
+  const perDc = groups.map((g) => {
+    g.lags.sort((a, b) => a - b);
+    return { dc: g.dc, p50: percentile(g.lags, 50), p99: percentile(g.lags, 99), max: g.lags.at(-1) ?? NaN };
+  });
+  return { target, achieved, probes: lags.length, p50: percentile(lags, 50), p99: percentile(lags, 99), max: lags[lags.length - 1] ?? NaN, lost, perDc };
 }
 
 interface LagSeries {
@@ -795,6 +817,81 @@ async function lagSeries(ctx: Ctx, tag: string, procs: Measured[], jobsAdded?: (
     series.rows.push(res);
   }
   return series;
+}
+
+interface DistanceResult {
+  rttMs: number;
+  /** The data center behind the proxy. */
+  far: string;
+  lag: LagResult;
+  /** Jobs waiting in the far data center's queues: the most seen (sampled every 100 ms), and at the end. */
+  maxQueued: number;
+  queuedAtEnd: number;
+  /** The round trip through the proxy as measured (PING), ms. */
+  measuredRttMs: number;
+}
+
+/**
+ * Distance inside a site: the last data center's worker group reaches Redis through a latency
+ * proxy (scripts/latency-proxy.ts: `rttMs` more per round trip); the tailer and the other
+ * groups are next to it. The lag probe runs at --distance-rate, per data center, while the far
+ * data center's queue is sampled.
+ */
+async function distance(ctx: Ctx, rttMs: number): Promise<DistanceResult> {
+  const tag = `distance-${rttMs}`;
+  const p = pipelineConfig(ctx, tag);
+  const dcs = Object.keys(ctx.config.datacenters);
+  const far = dcs.at(-1)!;
+  const proxy = new LatencyProxy({ targetPort: p.config.redis.port, targetHost: p.config.redis.host, delayMs: rttMs / 2 });
+  await proxy.start();
+  const farFile = writeConfigFile({ ...p.config, redis: { ...p.config.redis, host: '127.0.0.1', port: proxy.port } });
+  {
+    const conn = await connectMysql(ctx.config.mysql);
+    try {
+      await startFrom(ctx, p.keys, await currentBinlogPosition(conn));
+    } finally {
+      await conn.end();
+    }
+  }
+  const node = [...ctx.opts.nodeOption];
+  const procs = [
+    ...dcs.map((dc) => new Proc(`${tag}-worker-${dc}`, ['-c', dc === far ? farFile : p.file, 'worker', dc], ctx.logDir, node)),
+    new Proc(`${tag}-tailer`, ['-c', p.file, 'tailer'], ctx.logDir, node),
+  ];
+  try {
+    for (const x of procs) x.start();
+    await Promise.all([...dcs.map((dc) => whenKey(ctx.redis, p.keys.workerLease(dc))), whenKey(ctx.redis, p.keys.tailerLease)]);
+    const viaProxy = new Redis({ host: '127.0.0.1', port: proxy.port, lazyConnect: true });
+    await viaProxy.connect();
+    const t0 = performance.now();
+    for (let i = 0; i < 5; i++) await viaProxy.ping();
+    const measuredRttMs = (performance.now() - t0) / 5;
+    viaProxy.disconnect();
+    let maxQueued = 0;
+    const queued = async () => {
+      let n = 0;
+      for (let q = 0; q < ctx.config.partitions; q++) n += await ctx.redis.llen(p.keys.queueKey(far, q, 'wait'));
+      return n;
+    };
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        maxQueued = Math.max(maxQueued, await queued());
+        await sleep(100);
+      }
+    })();
+    say(`distance: ${far}'s workers ${rttMs} ms from Redis (measured ${fmt(measuredRttMs, 1)} ms), ${fmt(ctx.opts.distanceRate)} rows/s for ${ctx.opts.lagSeconds} s`);
+    const keys = (c: number) => Array.from({ length: 500 }, (_, j) => `d:${ctx.runId}:${rttMs}:${c}:${j}`);
+    const lagResult = await lag(ctx, tag, ctx.opts.distanceRate, ctx.opts.lagSeconds, keys);
+    sampling = false;
+    await sampler;
+    const queuedAtEnd = await queued();
+    return { rttMs, far, lag: lagResult, maxQueued, queuedAtEnd, measuredRttMs };
+  } finally {
+    await Promise.all(procs.map((x) => x.kill('SIGTERM')));
+    await proxy.stop();
+    await dropPrefix(ctx.redis, p.config.redis.prefix);
+  }
 }
 
 /** The lag table and the CPU table of a series. */
@@ -1175,6 +1272,44 @@ async function main(): Promise<number> {
       );
       const big = rows.find((r) => r.keys === 1_000_000);
       if (big) targets.push(['flush of a 1,000,000-key namespace ≤ 30 s', `${fmt(big.totalSeconds, 1)} s`, big.totalSeconds <= 30 && big.stillThere === 0]);
+    }
+
+    if (want('distance') && opts.redisRtt.length > 0) {
+      for (const c of cleanups.splice(0)) await c().catch(() => undefined);
+      const runs: DistanceResult[] = [];
+      for (const rtt of opts.redisRtt) {
+        const d = await distance(ctx, rtt);
+        const near = d.lag.perDc.filter((x) => x.dc !== d.far);
+        const farLag = d.lag.perDc.find((x) => x.dc === d.far)!;
+        say(`distance ${rtt} ms: ${near.map((x) => `${x.dc} p50 ${ms(x.p50)} p99 ${ms(x.p99)}`).join(', ')}; ${d.far} p50 ${ms(farLag.p50)} p99 ${ms(farLag.p99)}; ${d.far}'s queue at most ${d.maxQueued} jobs, ${d.queuedAtEnd} at the end`);
+        runs.push(d);
+      }
+      const dcs = Object.keys(config.datacenters);
+      const far = dcs.at(-1)!;
+      out.push(
+        `## Distance inside a site: ${far}'s worker group away from Redis`,
+        '',
+        `The single-site layout, with \`${far}\`'s worker group reaching Redis through a latency proxy on loopback (\`scripts/latency-proxy.ts\`, this kernel has no netem) that adds the round trip below; the tailer and the other worker groups are next to Redis. A steady \`CALL set_key\` load at ${fmt(opts.distanceRate)} rows/s for ${opts.lagSeconds} s, probed as in the lag section, per data center. The queue is ${far}'s jobs waiting in Redis, sampled every 100 ms. Target: the far data center keeps up (its queue stays bounded) and its lag p99 is within 5 round trips of the local one.`,
+        '',
+        `| added round trip (measured) | achieved | ${dcs.map((dc) => `${dc} p50 / p99`).join(' | ')} | ${far} − local p99 | ${far}'s queue: most / at the end |`,
+        `|---|---:|${dcs.map(() => '---:|').join('')}---:|---:|`,
+        ...runs.map((d) => {
+          const local = Math.max(...d.lag.perDc.filter((x) => x.dc !== d.far).map((x) => x.p99));
+          const farP99 = d.lag.perDc.find((x) => x.dc === d.far)!.p99;
+          return `| ${d.rttMs} ms (${fmt(d.measuredRttMs, 1)} ms) | ${fmt(d.lag.achieved)} rows/s | ${d.lag.perDc.map((x) => `${ms(x.p50)} / ${ms(x.p99)}`).join(' | ')} | ${ms(farP99 - local)} | ${d.maxQueued} / ${d.queuedAtEnd} jobs |`;
+        }),
+        '',
+      );
+      for (const d of runs) {
+        const local = Math.max(...d.lag.perDc.filter((x) => x.dc !== d.far).map((x) => x.p99));
+        const farP99 = d.lag.perDc.find((x) => x.dc === d.far)!.p99;
+        const bounded = d.queuedAtEnd <= 2 * config.partitions && d.lag.lost === 0;
+        targets.push([
+          `a data center ${d.rttMs} ms from Redis keeps up with ${fmt(opts.distanceRate)} rows/s, lag p99 ≤ local + 5 round trips`,
+          `p99 ${ms(farP99)} against ${ms(local)} locally (+${ms(farP99 - local)}, 5 round trips = ${fmt(5 * d.rttMs)} ms); queue at most ${d.maxQueued} jobs, ${d.queuedAtEnd} at the end`,
+          bounded && farP99 - local <= 5 * d.rttMs,
+        ]);
+      }
     }
 
     if (want('lag')) {

@@ -52,7 +52,7 @@ import { currentBinlogPosition } from '../src/source/position.js';
 import { watchForRegressions } from '../test/helpers/regression-watcher.js';
 import { writeConfigFile } from '../test/helpers/cli.js';
 import { check, cpuSecondsOf, Proc, sleep } from './harness.js';
-import { LatencyProxy } from './latency-proxy.js';
+import { LatencyProxyProcess } from './latency-proxy.js';
 import { MemcachedTextClient } from './memcached-text.js';
 import { down, repoRoot, stackEnv, stackLayout, status, up } from './stack.js';
 
@@ -842,7 +842,7 @@ async function distance(ctx: Ctx, rttMs: number): Promise<DistanceResult> {
   const p = pipelineConfig(ctx, tag);
   const dcs = Object.keys(ctx.config.datacenters);
   const far = dcs.at(-1)!;
-  const proxy = new LatencyProxy({ targetPort: p.config.redis.port, targetHost: p.config.redis.host, delayMs: rttMs / 2 });
+  const proxy = new LatencyProxyProcess({ targetPort: p.config.redis.port, targetHost: p.config.redis.host, delayMs: rttMs / 2 });
   await proxy.start();
   const farFile = writeConfigFile({ ...p.config, redis: { ...p.config.redis, host: '127.0.0.1', port: proxy.port } });
   {

@@ -9,7 +9,9 @@
  * closed by the proxy, so what a process sees is what it would see across a WAN link that goes
  * dark for a while: silence, then the backlog.
  */
+import { fork, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
+import { fileURLToPath } from 'node:url';
 
 interface Direction {
   /** Chunks waiting for their time (or for the heal). */
@@ -132,11 +134,16 @@ export class LatencyProxy {
   }
 
   private enqueue(pair: Pair, d: Direction, data: Buffer): void {
+    if (d === pair.toServer) this.stats.bytesToServer += data.length;
+    else this.stats.bytesToClient += data.length;
+    const target = d === pair.toServer ? pair.upstream : pair.client;
+    if (this.delayMs === 0 && d.queue.length === 0 && this.cutSince === undefined && !target.destroyed) {
+      target.write(data); // no timer's turn to wait for
+      return;
+    }
     const at = Math.max(Date.now() + this.delayMs, d.last);
     d.last = at;
     d.queue.push({ at, data });
-    if (d === pair.toServer) this.stats.bytesToServer += data.length;
-    else this.stats.bytesToClient += data.length;
     if (!d.timer) this.schedule(pair, d);
   }
 
@@ -178,4 +185,77 @@ export class LatencyProxy {
     end(pair.upstream, pair.toServer);
     end(pair.client, pair.toClient);
   }
+}
+
+/** Commands a proxy process takes over IPC. */
+type ProxyCommand = { cmd: 'cut' } | { cmd: 'heal' } | { cmd: 'delay'; ms: number } | { cmd: 'stats' };
+
+/**
+ * The proxy in a process of its own: in the process that also runs a load and a prober, its
+ * timers would wait for their turn on a busy event loop and add their own delay.
+ */
+export class LatencyProxyProcess {
+  private child: ChildProcess | undefined;
+  port = 0;
+
+  constructor(private readonly opts: LatencyProxyOptions) {}
+
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<number> {
+    const child = fork(fileURLToPath(import.meta.url), [JSON.stringify(this.opts)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.child = child;
+    this.port = await new Promise<number>((resolve, reject) => {
+      child.once('message', (m: { port?: number }) => (m.port ? resolve(m.port) : reject(new Error('the latency proxy did not start'))));
+      child.once('exit', (code) => reject(new Error(`the latency proxy exited (${code})`)));
+    });
+    return this.port;
+  }
+
+  cut(): Promise<void> {
+    return this.send({ cmd: 'cut' });
+  }
+
+  heal(): Promise<void> {
+    return this.send({ cmd: 'heal' });
+  }
+
+  setDelay(ms: number): Promise<void> {
+    return this.send({ cmd: 'delay', ms });
+  }
+
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    child.kill('SIGTERM');
+    await exited;
+  }
+
+  /** Sends a command and resolves once the proxy applied it. */
+  private send(c: ProxyCommand): Promise<void> {
+    const child = this.child;
+    if (!child) return Promise.reject(new Error('the latency proxy is not running'));
+    return new Promise<void>((resolve) => {
+      child.once('message', () => resolve());
+      child.send(c);
+    });
+  }
+}
+
+// Run as a process (LatencyProxyProcess): the options as JSON in argv[2], commands over IPC.
+if (process.argv[1] === fileURLToPath(import.meta.url) && process.send) {
+  const proxy = new LatencyProxy(JSON.parse(process.argv[2] ?? '{}') as LatencyProxyOptions);
+  const port = await proxy.start();
+  process.on('message', (c: ProxyCommand) => {
+    if (c.cmd === 'cut') proxy.cut();
+    else if (c.cmd === 'heal') proxy.heal();
+    else if (c.cmd === 'delay') proxy.setDelay(c.ms);
+    process.send!({ ok: true, stats: proxy.stats });
+  });
+  process.on('disconnect', () => process.exit(0));
+  process.on('SIGTERM', () => void proxy.stop().finally(() => process.exit(0)));
+  process.send({ port });
 }

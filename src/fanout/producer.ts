@@ -39,6 +39,12 @@ export const JOB_NAME = 'ops';
  */
 export const INLINE_MAX_BYTES = 8 * 1024;
 
+/**
+ * A job for one data center only (the pacer held its ops: its worker is busy or far away)
+ * shares no payload, and a payload would cost its worker one more round trip: inline up to this.
+ */
+export const SOLO_INLINE_MAX_BYTES = 64 * 1024;
+
 export class FanoutProducer {
   private readonly queues = new Map<string, Queue<JobData>>();
 
@@ -142,7 +148,7 @@ export class FanoutProducer {
       const ops = coalesce(all);
       const packed = encodeOps(ops);
       const only = dcs.length === this.datacenters.length ? {} : { dcs };
-      if (!payloadsOnly && packed.length <= INLINE_MAX_BYTES) {
+      if (!payloadsOnly && packed.length <= (dcs.length === 1 ? SOLO_INLINE_MAX_BYTES : INLINE_MAX_BYTES)) {
         // Small (live traffic): inline, which saves a round trip on each side.
         jobs.push({ partition, data: { ...encodeJob(epoch, ops, packed), c: 1 }, ...only });
         continue;

@@ -19,6 +19,7 @@ export const EXIT = {
 export interface GlobalOptions {
   config?: string;
   logLevel?: string;
+  site?: string;
 }
 
 export interface Context {
@@ -32,7 +33,7 @@ export interface Context {
  * result (status, flush, schema) log to stderr so their output stays clean.
  */
 export function context(opts: GlobalOptions, component: string, logToStderr = false): Context {
-  const { config, file } = loadConfig({ ...(opts.config ? { file: opts.config } : {}), overrides: { 'log.level': opts.logLevel } });
+  const { config, file } = loadConfig({ ...(opts.config ? { file: opts.config } : {}), overrides: { 'log.level': opts.logLevel, site: opts.site } });
   const logger = createLogger({ level: config.log.level, name: component, stderr: logToStderr });
   return { config, ...(file ? { configFile: file } : {}), logger };
 }

@@ -25,6 +25,7 @@ program
   .description('Replicate cache writes from MySQL into memcached in every data center.')
   .option('-c, --config <file>', 'config file (YAML or JSON); default $MCREPL_CONFIG, then ./mcrepl.yaml')
   .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+  .option('--site <name>', "the site this process serves, with 'sites' in the config (tailer and run; a worker finds its data center's)")
   .showHelpAfterError()
   // Set before the subcommands are added, so they inherit it: usage errors exit 2.
   .exitOverride((err) => {
@@ -54,13 +55,13 @@ const run = (fn: () => Promise<number>) => {
 
 program
   .command('run', { isDefault: true })
-  .description('run the tailer and the workers of every data center in one process (the local default)')
+  .description('run the tailer and the workers of every data center (of every site, or of --site) in one process (the local default)')
   .option('--reset-checkpoint', 'ignore the saved checkpoint and start at the current end of the binlog')
   .action((opts: { resetCheckpoint?: boolean }) => run(() => runAll(context(globals(), 'mcrepl'), opts)));
 
 program
   .command('tailer')
-  .description('run only the tailer: binlog → queues (run two for a standby: one holds the lease)')
+  .description("run only the tailer: binlog → queues (of --site's data centers; run two for a standby: one holds the lease)")
   .option('--reset-checkpoint', 'ignore the saved checkpoint and start at the current end of the binlog')
   .action((opts: { resetCheckpoint?: boolean }) => run(() => runTailer(context(globals(), 'tailer'), opts)));
 

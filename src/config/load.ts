@@ -69,6 +69,27 @@ function envValue(raw: string): unknown {
   return raw;
 }
 
+/**
+ * A site's `redis` options default to the top-level `redis`'s (a site usually names only its
+ * host). A site that names its own host, port or sentinel does not inherit the other two.
+ */
+function inheritSiteRedis(tree: Tree): void {
+  const sites = tree.sites;
+  if (!sites || typeof sites !== 'object' || Array.isArray(sites)) return;
+  const base = tree.redis && typeof tree.redis === 'object' && !Array.isArray(tree.redis) ? (tree.redis as Tree) : {};
+  for (const site of Object.values(sites as Tree)) {
+    if (!site || typeof site !== 'object' || Array.isArray(site)) continue;
+    const own = (site as Tree).redis && typeof (site as Tree).redis === 'object' ? ((site as Tree).redis as Tree) : {};
+    const inherited: Tree = { ...base };
+    if ('host' in own || 'port' in own || 'sentinel' in own) {
+      delete inherited.host;
+      delete inherited.port;
+      delete inherited.sentinel;
+    }
+    (site as Tree).redis = { ...inherited, ...own };
+  }
+}
+
 export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
   const env = opts.env ?? process.env;
   const problems: string[] = [];
@@ -116,6 +137,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
   };
   const raw = (keys: string[]): unknown => keys.reduce<unknown>((n, k) => (n && typeof n === 'object' ? (n as Tree)[k] : undefined), tree);
 
+  inheritSiteRedis(tree);
   const parsed = configSchema.safeParse(tree);
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
@@ -137,7 +159,10 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
   // A relative path in the file is relative to the file; from the environment, to the cwd.
   const resolvePath = (p: string, at: string) => (file && !path.isAbsolute(p) && !origin.has(at) ? path.resolve(path.dirname(file), p) : p);
   const secrets = new Map<string, { password: string; passwordFile: string }>();
-  for (const section of SECRET_SECTIONS) {
+  // Each site's Redis (and its sentinels) may carry a password and TLS files too.
+  const siteNames = tree.sites && typeof tree.sites === 'object' && !Array.isArray(tree.sites) ? Object.keys(tree.sites) : [];
+  const siteRedis = siteNames.flatMap((n) => [['sites', n, 'redis'], ['sites', n, 'redis', 'sentinel']]);
+  for (const section of [...SECRET_SECTIONS, ...siteRedis]) {
     const at = section.join('.');
     const password = raw([...section, 'password']);
     let passwordFile = raw([...section, 'passwordFile']);
@@ -153,7 +178,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
     }
   }
   const tlsFiles = new Map<string, Map<string, string>>();
-  for (const section of TLS_SECTIONS) {
+  for (const section of [...TLS_SECTIONS, ...siteRedis]) {
     const at = `${section.join('.')}.tls`;
     for (const f of ['caFile', 'certFile', 'keyFile']) {
       const v = raw([...section, 'tls', f]);

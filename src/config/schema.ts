@@ -121,6 +121,32 @@ export const datacenterSchema = z.strictObject({
   servers: z.array(serverAddress).min(1, 'a data center needs at least one memcached server'),
 });
 
+/**
+ * A site: a data center, or several near each other, with its own Redis (queues, checkpoint,
+ * leases), its own tailer reading a MySQL server close to it, and the worker groups of its data
+ * centers (docs/decisions/0023-sites.md). Without `sites` the whole config is one site.
+ */
+export const siteSchema = z.strictObject({
+  /**
+   * This site's Redis. Options not given here come from the top-level `redis` (when the config
+   * is read from a file or the environment), so a site usually names only its host.
+   */
+  redis: redisSchema,
+  /**
+   * The MySQL server this site's tailer reads the binlog of: a replica in the site (with
+   * log_slave_updates) or the primary across the WAN. Default: `mysql`'s host and port (the
+   * primary). Accounts and schema are `mysql`'s (they replicate).
+   */
+  source: z.strictObject({ host: z.string().min(1), port: port.default(3306) }).optional(),
+  /** The data centers of this site (each named under `datacenters`, each in one site only). */
+  datacenters: z.array(datacenterName).min(1, 'a site needs at least one data center'),
+  /**
+   * Whether this site's active tailer removes expired keys from the registry (a DELETE on the
+   * primary, decision 0018). Default: only the first site listed does.
+   */
+  sweepRegistry: bool.optional(),
+});
+
 export const memcachedSchema = z.strictObject({
   /**
    * How workers write: `meta` (text protocol meta commands, pipelined; fastest), `memjs` (binary
@@ -232,6 +258,13 @@ export const configSchema = z
     datacenters: z.record(datacenterName, datacenterSchema).refine((d) => Object.keys(d).length > 0, {
       message: 'at least one data center is required',
     }),
+    /** Sites (optional): which data centers share which Redis and binlog source. */
+    sites: z.record(datacenterName, siteSchema).optional(),
+    /**
+     * The site this process serves (`--site`). Needed by `tailer` and `run` when there are several
+     * sites; `worker <dc>` finds the site of its data center.
+     */
+    site: datacenterName.optional(),
     memcached: memcachedSchema.prefault({}),
     tailer: tailerSchema.prefault({}),
     worker: workerSchema.prefault({}),
@@ -259,7 +292,34 @@ export const configSchema = z
       })
       .prefault({}),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    if (!c.sites) {
+      if (c.site !== undefined) ctx.addIssue({ code: 'custom', path: ['site'], message: `there is no 'sites' section, so no site named '${c.site}'` });
+      return;
+    }
+    const owner = new Map<string, string>();
+    const redisOf = new Map<string, string>();
+    for (const [name, site] of Object.entries(c.sites)) {
+      for (const dc of site.datacenters) {
+        if (!c.datacenters[dc]) ctx.addIssue({ code: 'custom', path: ['sites', name, 'datacenters'], message: `no data center named '${dc}' under 'datacenters'` });
+        const other = owner.get(dc);
+        if (other !== undefined) ctx.addIssue({ code: 'custom', path: ['sites', name, 'datacenters'], message: `data center '${dc}' is in site '${other}' already; each is in one site only` });
+        owner.set(dc, name);
+      }
+      // Two sites on one Redis must use different prefixes: checkpoints and queues would mix.
+      const r = site.redis;
+      const where = r.sentinel ? `sentinel ${r.sentinel.name}@${r.sentinel.nodes.join(',')}` : `${r.host}:${r.port}`;
+      const id = `${where}/${r.db}/${r.prefix}`;
+      const same = redisOf.get(id);
+      if (same !== undefined) ctx.addIssue({ code: 'custom', path: ['sites', name, 'redis'], message: `site '${same}' uses the same Redis (${where}, db ${r.db}) and prefix '${r.prefix}': give each site its own Redis or prefix` });
+      redisOf.set(id, name);
+    }
+    for (const dc of Object.keys(c.datacenters)) {
+      if (!owner.has(dc)) ctx.addIssue({ code: 'custom', path: ['sites'], message: `data center '${dc}' is in no site; list it under one site's datacenters` });
+    }
+    if (c.site !== undefined && !c.sites[c.site]) ctx.addIssue({ code: 'custom', path: ['site'], message: `no site named '${c.site}' (known: ${Object.keys(c.sites).join(', ')})` });
+  });
 
 /** Config as written (before defaults). */
 export type ConfigInput = z.input<typeof configSchema>;
@@ -272,3 +332,4 @@ export type RedisConfig = ResolvedConfig['redis'];
 export type RedisTlsConfig = RedisConfig['tls'];
 export type DatacenterConfig = ResolvedConfig['datacenters'][string];
 export type RegistryConfig = ResolvedConfig['registry'];
+export type SiteConfig = NonNullable<ResolvedConfig['sites']>[string];

@@ -43,6 +43,8 @@ export class Batch {
   position: Position | undefined;
   /** Sequence number of the last transaction with mcrepl rows in (or before) this batch. */
   txnSeq: number;
+  /** Binlog time (unix s) of the last transaction added. */
+  commitTimeSec: number | undefined;
   /** Time the first op was added (ms), for lag accounting. */
   firstOpAt = 0;
   /** A batch made of one large transaction staged in Redis: its jobs, instead of `ops`. */
@@ -65,9 +67,10 @@ export class Batch {
     this.bytes += encodedSize(op);
   }
 
-  /** Marks the end of a transaction. */
-  commit(position: Position, txnSeq: number): void {
+  /** Marks the end of a transaction (committed at `commitTimeSec`, its binlog event's time). */
+  commit(position: Position, txnSeq: number, commitTimeSec?: number): void {
     this.position = position;
+    if (commitTimeSec !== undefined) this.commitTimeSec = commitTimeSec;
     this.txnSeq = txnSeq;
     this.transactions++;
   }

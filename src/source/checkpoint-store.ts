@@ -23,6 +23,8 @@ export interface Checkpoint {
   epoch: string;
   /** Unix ms when saved. */
   savedAt: number;
+  /** Binlog time (unix s) of the last transaction it covers: how old the source's data is (status). */
+  sourceTimeSec?: number;
 }
 
 export interface CheckpointStore {

@@ -22,6 +22,7 @@ import type { ResolvedConfig } from '../config/schema.js';
 import { RedisRestartDetector, connectRedis, redisReady } from '../coordination/redis.js';
 import { Lease, sleep } from '../coordination/lease.js';
 import { Lifecycle, type LifecycleState } from '../coordination/lifecycle.js';
+import { withTimeout } from '../coordination/timeout.js';
 import { errorMessage, LeaseLostError, McreplError } from '../errors.js';
 import { Batch, type StagedTxn } from '../fanout/batch.js';
 import { DeadLetterStore, type DeadLetter } from '../fanout/dead-letters.js';
@@ -47,13 +48,6 @@ class RewindNeeded extends Error {}
 const PERSIST_ATTEMPT_TIMEOUT_MS = 5_000;
 /** A large transaction's jobs are added (or its payloads removed) this many per Redis write. */
 const STAGED_JOBS_PER_WRITE = 256;
-
-function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new McreplError('TIMEOUT', message, { retriable: true })), ms)))]).finally(() =>
-    clearTimeout(timer),
-  );
-}
 
 export type TailerState = LifecycleState;
 
@@ -113,7 +107,7 @@ export class Tailer extends EventEmitter<TailerEvents> {
   /** Batches taken so far (numbers them for the pacer). */
   private batchNo = 0;
   /** Ends of batches enqueued, oldest first, whose checkpoint waits for held ops of theirs to go out. */
-  private unsaved: { batchNo: number; position: Position; txnSeq: number }[] = [];
+  private unsaved: { batchNo: number; position: Position; txnSeq: number; sourceTimeSec: number | undefined }[] = [];
   private flushing: Promise<void> | undefined;
   private lingerTimer: NodeJS.Timeout | undefined;
   private checkpointTimer: NodeJS.Timeout | undefined;
@@ -334,7 +328,7 @@ export class Tailer extends EventEmitter<TailerEvents> {
       if (!this.batch.isEmpty) this.sealed.push(this.batch);
       const staged = new Batch(this.config.partitions, this.txnSeq);
       staged.staged = o;
-      staged.commit(txn.position, this.txnSeq);
+      staged.commit(txn.position, this.txnSeq, txn.commitTimeSec);
       if (o.outcome !== 'rollback') {
         staged.deadLetters.push(...o.deadLetters);
         if (o.moreDeadLetters > 0) {
@@ -357,7 +351,7 @@ export class Tailer extends EventEmitter<TailerEvents> {
     }
     const b = this.batch;
     if (txn.rows.length > 0) this.decodeInto(b, txn.rows, source);
-    b.commit(txn.position, this.txnSeq);
+    b.commit(txn.position, this.txnSeq, txn.commitTimeSec);
     this.applyPressure();
     this.scheduleFlush();
   }
@@ -464,12 +458,12 @@ export class Tailer extends EventEmitter<TailerEvents> {
         }
         if (b.deadLetters.length > 0) await this.persist('record dead letters', () => this.deadLetters.add(b.deadLetters));
         // The checkpoint moves to the end of the newest batch none of whose ops are held.
-        if (b.position) this.unsaved.push({ batchNo, position: b.position, txnSeq: b.txnSeq });
+        if (b.position) this.unsaved.push({ batchNo, position: b.position, txnSeq: b.txnSeq, sourceTimeSec: b.commitTimeSec });
         const oldestHeld = this.pacer.oldestHeld();
         let out: (typeof this.unsaved)[number] | undefined;
         while (this.unsaved.length > 0 && (oldestHeld === undefined || this.unsaved[0]!.batchNo < oldestHeld)) out = this.unsaved.shift();
         if (out) {
-          const cp: Checkpoint = { position: out.position, txnSeq: out.txnSeq, epoch: this.epoch, savedAt: Date.now() };
+          const cp: Checkpoint = { position: out.position, txnSeq: out.txnSeq, epoch: this.epoch, savedAt: Date.now(), ...(out.sourceTimeSec !== undefined ? { sourceTimeSec: out.sourceTimeSec } : {}) };
           await this.persist('save checkpoint', () => this.store.save(cp));
           this.lastSaveAt = cp.savedAt;
           this.stats.lastCheckpoint = cp;

@@ -1,5 +1,6 @@
-/** `mcrepl run`, `mcrepl tailer`, `mcrepl worker <dc>`. */
+/** `mcrepl run`, `mcrepl tailer`, `mcrepl worker <dc>`: the components of each site (src/config/sites.ts). */
 import { ConfigError } from '../../errors.js';
+import { selectSites, siteOfDatacenter, type Site } from '../../config/sites.js';
 import { mysqlFor } from '../../registry/accounts.js';
 import { RegistrySweeper, sweepWhileRunning } from '../../registry/registry-sweeper.js';
 import { DatacenterWorker } from '../../sink/datacenter-worker.js';
@@ -7,23 +8,31 @@ import { Tailer } from '../../source/tailer.js';
 import type { Context } from '../context.js';
 import { runDaemon, type ComponentSpec } from './daemon.js';
 
+/** A component's name, with its site's when there are several. */
+const named = (ctx: Context, site: Site, what: string) => (ctx.config.sites ? `${what} (site ${site.name})` : what);
+
 function workersFor(ctx: Context, dcs: string[]): ComponentSpec[] {
   return dcs.map((dc) => {
-    if (!ctx.config.datacenters[dc]) {
-      throw new ConfigError([`no data center named '${dc}' in the config (known: ${Object.keys(ctx.config.datacenters).join(', ')})`]);
+    const site = siteOfDatacenter(ctx.config, dc);
+    if (ctx.config.site !== undefined && site.name !== ctx.config.site) {
+      throw new ConfigError([`data center '${dc}' is in site '${site.name}', not in --site ${ctx.config.site}`]);
     }
-    return { name: `worker ${dc}`, create: () => new DatacenterWorker(ctx.config, dc, { logger: ctx.logger }) };
+    const logger = ctx.config.sites ? ctx.logger.child({ site: site.name }) : ctx.logger;
+    return { name: named(ctx, site, `worker ${dc}`), create: () => new DatacenterWorker(site.config, dc, { logger }) };
   });
 }
 
-function tailer(ctx: Context, resetCheckpoint: boolean): ComponentSpec {
+function tailer(ctx: Context, site: Site, resetCheckpoint: boolean): ComponentSpec {
+  const logger = ctx.config.sites ? ctx.logger.child({ site: site.name }) : ctx.logger;
   return {
-    name: 'tailer',
+    name: named(ctx, site, 'tailer'),
     create: (attempt) => {
-      // A replacement never resets again: it resumes from what its predecessor saved.
-      const t = new Tailer(ctx.config, { logger: ctx.logger.child({ c: 'tailer' }), resetCheckpoint: resetCheckpoint && attempt === 0 });
-      // The active tailer also removes expired keys from the registry (decision 0018).
-      sweepWhileRunning(t, new RegistrySweeper(mysqlFor(ctx.config.mysql, 'tailer'), ctx.config.registry, ctx.logger.child({ c: 'registry-sweeper' })));
+      // A replacement never resets again: it resumes from what its predecessor saved. It reads
+      // the binlog of its site's source.
+      const t = new Tailer({ ...site.config, mysql: site.source }, { logger: logger.child({ c: 'tailer' }), resetCheckpoint: resetCheckpoint && attempt === 0 });
+      // The active tailer (of one site) also removes expired keys from the registry, on the
+      // primary (decision 0018).
+      if (site.sweepsRegistry) sweepWhileRunning(t, new RegistrySweeper(mysqlFor(ctx.config.mysql, 'tailer'), ctx.config.registry, logger.child({ c: 'registry-sweeper' })));
       return t;
     },
   };
@@ -32,11 +41,16 @@ function tailer(ctx: Context, resetCheckpoint: boolean): ComponentSpec {
 const daemon = (ctx: Context, specs: ComponentSpec[]) => runDaemon(specs, ctx.logger, { heapGrowingPercent: ctx.config.memory.heapGrowingPercent });
 
 export function runAll(ctx: Context, opts: { resetCheckpoint?: boolean }): Promise<number> {
-  return daemon(ctx, [...workersFor(ctx, Object.keys(ctx.config.datacenters)), tailer(ctx, opts.resetCheckpoint ?? false)]);
+  const sites = selectSites(ctx.config, 'mcrepl run', true);
+  return daemon(
+    ctx,
+    sites.flatMap((site) => [...workersFor(ctx, Object.keys(site.config.datacenters)), tailer(ctx, site, opts.resetCheckpoint ?? false)]),
+  );
 }
 
 export function runTailer(ctx: Context, opts: { resetCheckpoint?: boolean }): Promise<number> {
-  return daemon(ctx, [tailer(ctx, opts.resetCheckpoint ?? false)]);
+  const [site] = selectSites(ctx.config, 'mcrepl tailer');
+  return daemon(ctx, [tailer(ctx, site!, opts.resetCheckpoint ?? false)]);
 }
 
 export function runWorkers(ctx: Context, dcs: string[]): Promise<number> {

@@ -1,12 +1,19 @@
 /** `mcrepl status`: checkpoint, who is active, per-data-center backlog, dead letters. */
 import { Lease } from '../../coordination/lease.js';
-import { connectedTo, withRedis } from '../../coordination/redis.js';
+import { connectedTo, describeRedis, withRedis } from '../../coordination/redis.js';
+import { withTimeout } from '../../coordination/timeout.js';
 import { DeadLetterStore } from '../../fanout/dead-letters.js';
 import { RedisKeys } from '../../fanout/redis-keys.js';
 import { datacenterDepth, datacenterMemory, readTopology, type QueueDepth } from '../../fanout/topology.js';
 import { serverStateOf } from '../../sink/datacenter-worker.js';
-import { RedisCheckpointStore, describePosition, type Checkpoint } from '../../source/checkpoint-store.js';
-import type { Context } from '../context.js';
+import { RedisCheckpointStore, describePosition, type Checkpoint, type Position } from '../../source/checkpoint-store.js';
+import { sitesOf, type Site } from '../../config/sites.js';
+import { errorMessage, McreplError } from '../../errors.js';
+import { connectMysql } from '../../registry/mysql.js';
+import { mysqlFor } from '../../registry/accounts.js';
+import { currentBinlogPosition } from '../../source/position.js';
+import { transactionsBehind } from '../../source/source-lag.js';
+import { EXIT, type Context } from '../context.js';
 
 export interface ServerReport {
   address: string;
@@ -37,7 +44,18 @@ export interface RedisReport {
   sentinelName?: string;
 }
 
+/** Where a site's tailer reads the binlog, and how far its checkpoint is behind the primary. */
+export interface SourceReport {
+  /** `host:port` of the MySQL server the tailer reads. */
+  server: string;
+  /** Transactions the primary has that the checkpoint does not (GTIDs only; null: unknown). */
+  transactionsBehind: number | null;
+  /** Age of the newest transaction the checkpoint covers, while behind (0 when not; null: unknown). */
+  secondsBehind: number | null;
+}
+
 export interface StatusReport {
+  source: SourceReport;
   redis: RedisReport;
   checkpoint: (Checkpoint & { ageMs: number }) | null;
   tailer: string | null;
@@ -46,22 +64,62 @@ export interface StatusReport {
   deadLetters: { total: number; recent: unknown[] };
 }
 
-export async function collectStatus(ctx: Context): Promise<StatusReport> {
-  return withRedis(ctx.config.redis, 'status', async (redis) => {
-    const keys = new RedisKeys(ctx.config.redis.prefix);
-    const topology = (await readTopology(redis, keys)) ?? { partitions: ctx.config.partitions, datacenters: Object.keys(ctx.config.datacenters) };
-    const dcs = [...new Set([...topology.datacenters, ...Object.keys(ctx.config.datacenters)])];
+/** More than a Sentinel failover takes (commands wait up to 30 s for one). */
+const STATUS_TIMEOUT_MS = 35_000;
+
+/** A site's report, or why its Redis could not be read. */
+export type SiteStatus = { site: string } & (StatusReport | { error: string });
+
+/** Every site's status (a config without `sites`: one, named `default`). */
+export async function collectSites(ctx: Context): Promise<SiteStatus[]> {
+  // Asked beside the Redis reads: a MySQL that does not answer only leaves "behind" unknown.
+  const primary = primaryPosition(ctx).catch(() => null);
+  return Promise.all(
+    sitesOf(ctx.config).map(async (site) => {
+      try {
+        // A Redis cut off (the connection opens, nothing answers) is reported, not waited for.
+        return { site: site.name, ...(await withTimeout(collectStatus(site, primary), STATUS_TIMEOUT_MS, `no answer from Redis ${describeRedis(site.config.redis)} in ${STATUS_TIMEOUT_MS / 1000} s`)) };
+      } catch (err) {
+        return { site: site.name, error: errorMessage(err) };
+      }
+    }),
+  );
+}
+
+/** Where the primary's binlog ends now (null when it cannot be asked). */
+async function primaryPosition(ctx: Context): Promise<Position | null> {
+  const conn = await connectMysql(mysqlFor(ctx.config.mysql, 'admin'));
+  try {
+    return await currentBinlogPosition(conn);
+  } finally {
+    await conn.end();
+  }
+}
+
+function sourceReport(site: Site, cp: Checkpoint | null, primary: Position | null): SourceReport {
+  const behind = cp && primary ? transactionsBehind(primary, cp.position) : null;
+  const age = cp?.sourceTimeSec !== undefined ? Math.max(0, Date.now() / 1000 - cp.sourceTimeSec) : null;
+  return { server: `${site.source.host}:${site.source.port}`, transactionsBehind: behind, secondsBehind: behind === null ? null : behind === 0 ? 0 : age };
+}
+
+export async function collectStatus(site: Site, primary: Promise<Position | null>): Promise<StatusReport> {
+  const config = site.config;
+  return withRedis(config.redis, 'status', async (redis) => {
+    const keys = new RedisKeys(config.redis.prefix);
+    const topology = (await readTopology(redis, keys)) ?? { partitions: config.partitions, datacenters: Object.keys(config.datacenters) };
+    const dcs = [...new Set([...topology.datacenters, ...Object.keys(config.datacenters)])];
     const cp = await new RedisCheckpointStore(redis, keys).load();
-    const dl = new DeadLetterStore(redis, keys, ctx.config.deadLetters.maxEntries);
+    const dl = new DeadLetterStore(redis, keys, config.deadLetters.maxEntries);
     const info = `${await redis.info('server')}\n${await redis.info('replication')}`;
     const field = (name: string) => new RegExp(`^${name}:(.*?)\\r?$`, 'm').exec(info)?.[1] ?? null;
     return {
+      source: sourceReport(site, cp, await primary),
       redis: {
         server: connectedTo(redis) ?? null,
         role: field('role'),
         replicas: Number(field('connected_slaves') ?? 0),
         runId: field('run_id'),
-        ...(ctx.config.redis.sentinel ? { sentinelName: ctx.config.redis.sentinel.name } : {}),
+        ...(config.redis.sentinel ? { sentinelName: config.redis.sentinel.name } : {}),
       },
       checkpoint: cp ? { ...cp, ageMs: Date.now() - cp.savedAt } : null,
       tailer: await Lease.holder(redis, keys.tailerLease),
@@ -71,7 +129,7 @@ export async function collectStatus(ctx: Context): Promise<StatusReport> {
           const states = await redis.hgetall(keys.servers(name));
           const worker = await Lease.holder(redis, keys.workerLease(name));
           const servers: ServerReport[] = await Promise.all(
-            (ctx.config.datacenters[name]?.servers ?? Object.keys(states)).map(async (address) => {
+            (config.datacenters[name]?.servers ?? Object.keys(states)).map(async (address) => {
               const st = serverStateOf(states[address]);
               const missedKey = keys.missed(name, address);
               return {
@@ -107,16 +165,37 @@ function formatBytes(n: number): string {
 }
 
 export async function status(ctx: Context, opts: { json?: boolean }): Promise<number> {
-  const r = await collectStatus(ctx);
+  const sites = await collectSites(ctx);
   if (opts.json) {
-    process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
-    return 0;
+    // Without `sites`, the one site's report as it always was; with them, one per site.
+    const json = ctx.config.sites ? { sites } : sites[0];
+    if (!ctx.config.sites && 'error' in sites[0]!) throw new McreplError('REDIS_UNAVAILABLE', sites[0].error, { retriable: true });
+    process.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
+    return sites.some((s) => 'error' in s) ? EXIT.failure : EXIT.ok;
   }
+  const lines: string[] = [];
+  for (const s of sites) {
+    if (ctx.config.sites) lines.push(`site ${s.site}`, '');
+    if ('error' in s) {
+      if (!ctx.config.sites) throw new McreplError('REDIS_UNAVAILABLE', s.error, { retriable: true });
+      lines.push(`  cannot reach its Redis: ${s.error}`, '');
+      continue;
+    }
+    lines.push(...formatReport(s), '');
+  }
+  process.stdout.write(`${lines.join('\n').trimEnd()}\n`);
+  return sites.some((s) => 'error' in s) ? EXIT.failure : EXIT.ok;
+}
+
+function formatReport(r: StatusReport): string[] {
   const lines: string[] = [];
   const cp = r.checkpoint;
   const rd = r.redis;
   const role = rd.role === 'master' ? 'primary' : rd.role === 'slave' ? 'replica' : (rd.role ?? '?');
   const via = rd.sentinelName ? ` of '${rd.sentinelName}' per Sentinel` : '';
+  const src = r.source;
+  const behind = src.transactionsBehind === null ? 'how far behind the primary is unknown (no GTIDs, or the primary did not answer)' : src.transactionsBehind === 0 ? 'up to date with the primary' : `${src.transactionsBehind} transaction${src.transactionsBehind === 1 ? '' : 's'} behind the primary${src.secondsBehind !== null ? ` (${src.secondsBehind.toFixed(1)} s)` : ''}`;
+  lines.push(`source        ${src.server}, ${behind}`);
   lines.push(`redis         ${rd.server ?? '?'} (${role}${via}, ${rd.replicas} replica${rd.replicas === 1 ? '' : 's'}, run_id ${rd.runId?.slice(0, 12) ?? '?'})`);
   lines.push(`checkpoint    ${cp ? `${describePosition(cp.position)}, op #${cp.txnSeq}, saved ${(cp.ageMs / 1000).toFixed(1)} s ago` : 'none (the tailer has not run yet)'}`);
   lines.push(`tailer        ${r.tailer ? `active: ${r.tailer}` : 'none holds the lease (not running)'}`);
@@ -143,6 +222,5 @@ export async function status(ctx: Context, opts: { json?: boolean }): Promise<nu
   for (const e of r.deadLetters.recent as { at: string; stage: string; dc?: string; reason: string; op: Record<string, unknown> }[]) {
     lines.push(`  ${e.at}  ${e.stage}${e.dc ? `/${e.dc}` : ''}  ${e.reason}  ${JSON.stringify(e.op)}`);
   }
-  process.stdout.write(`${lines.join('\n')}\n`);
-  return 0;
+  return lines;
 }

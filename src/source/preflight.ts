@@ -26,7 +26,39 @@ async function variable(conn: Connection, name: string): Promise<string | undefi
   }
 }
 
-export async function preflight(conn: Connection, opts: { database: string; serverId: number; table?: string }): Promise<PreflightResult> {
+/** Whether `name` (db.table) matches a replicate_wild_* pattern: % any run, _ one character, \\ escapes. */
+function wildMatch(pattern: string, name: string): boolean {
+  let re = '';
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!;
+    if (c === '\\' && i + 1 < pattern.length) re += pattern[++i]!.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    else if (c === '%') re += '.*';
+    else if (c === '_') re += '.';
+    else re += c.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`, 'i').test(name);
+}
+
+/** The replication filters of a replica that would drop `db`.`table`'s rows, each as a sentence. */
+export function filtersDropping(filters: Partial<Record<'doDb' | 'ignoreDb' | 'doTable' | 'ignoreTable' | 'wildDoTable' | 'wildIgnoreTable', string>>, db: string, table: string): string[] {
+  const list = (v: string | undefined) => (v ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+  const full = `${db}.${table}`;
+  const found: string[] = [];
+  const doDb = list(filters.doDb);
+  if (doDb.length > 0 && !doDb.some((d) => d.toLowerCase() === db.toLowerCase())) found.push(`replicate_do_db (${doDb.join(', ')}) leaves \`${db}\` out`);
+  if (list(filters.ignoreDb).some((d) => d.toLowerCase() === db.toLowerCase())) found.push(`replicate_ignore_db lists \`${db}\``);
+  const doTable = list(filters.doTable);
+  const wildDo = list(filters.wildDoTable);
+  if ((doTable.length > 0 || wildDo.length > 0) && !doTable.some((t) => t.toLowerCase() === full.toLowerCase()) && !wildDo.some((w) => wildMatch(w, full))) {
+    found.push(`replicate_do_table / replicate_wild_do_table (${[...doTable, ...wildDo].join(', ')}) leave ${full} out`);
+  }
+  if (list(filters.ignoreTable).some((t) => t.toLowerCase() === full.toLowerCase())) found.push(`replicate_ignore_table lists ${full}`);
+  const wildIgnore = list(filters.wildIgnoreTable).filter((w) => wildMatch(w, full));
+  if (wildIgnore.length > 0) found.push(`replicate_wild_ignore_table (${wildIgnore.join(', ')}) matches ${full}`);
+  return found;
+}
+
+export async function preflight(conn: Connection, opts: { database: string; serverId: number; table?: string; replica?: boolean }): Promise<PreflightResult> {
   const table = opts.table ?? 'mc_storage';
   const problems: string[] = [];
   const warnings: string[] = [];
@@ -122,7 +154,49 @@ export async function preflight(conn: Connection, opts: { database: string; serv
       warnings.push(`cannot see a trigger on \`${opts.database}\`.\`${table}\` (none, or this account may not see triggers): without it the key registry is not kept; make sure \`mcrepl schema install\` ran`);
     }
   }
+  if (opts.replica) await replicaChecks(conn, { ...opts, table, isMariaDb, cnf }, problems, warnings);
   return { serverVersion, isMariaDb, problems, warnings };
+}
+
+/**
+ * A replica as a site's binlog source: it must log what it applies (as the primary wrote it:
+ * the format checks above hold for its own binlog), apply the storage table's rows, and not run
+ * the trigger again for them (the registry rows replicate from the primary already).
+ */
+async function replicaChecks(
+  conn: Connection,
+  o: { database: string; table: string; isMariaDb: boolean; cnf: string },
+  problems: string[],
+  warnings: string[],
+): Promise<void> {
+  const logUpdates = (await variable(conn, 'log_replica_updates')) ?? (await variable(conn, 'log_slave_updates'));
+  if (logUpdates !== '1' && logUpdates?.toUpperCase() !== 'ON') {
+    problems.push(`this replica does not log what it replicates (log_${o.isMariaDb ? 'slave' : 'replica'}_updates is OFF), so the primary's writes never reach its binlog; set log_${o.isMariaDb ? 'slave' : 'replica'}_updates=ON in ${o.cnf} and restart it`);
+  }
+  if (o.isMariaDb) {
+    const triggers = await variable(conn, 'slave_run_triggers_for_rbr');
+    if (triggers !== undefined && triggers.toUpperCase() !== 'NO') {
+      problems.push(`slave_run_triggers_for_rbr is ${triggers}: the replica would run the storage table's trigger again for replicated rows and write the key registry a second time; SET GLOBAL slave_run_triggers_for_rbr=NO (and in ${o.cnf})`);
+    }
+    const filters = {
+      doDb: await variable(conn, 'replicate_do_db'),
+      ignoreDb: await variable(conn, 'replicate_ignore_db'),
+      doTable: await variable(conn, 'replicate_do_table'),
+      ignoreTable: await variable(conn, 'replicate_ignore_table'),
+      wildDoTable: await variable(conn, 'replicate_wild_do_table'),
+      wildIgnoreTable: await variable(conn, 'replicate_wild_ignore_table'),
+    };
+    for (const f of filtersDropping(filters, o.database, o.table)) problems.push(`a replication filter drops the storage table's rows: ${f}; the replica's binlog would never carry them`);
+  } else {
+    try {
+      const [rows] = await conn.query('SELECT FILTER_NAME, FILTER_RULE FROM performance_schema.replication_applier_global_filters');
+      const rule = (name: string) => (rows as Row[]).filter((r) => String(r.FILTER_NAME).toUpperCase() === name).map((r) => String(r.FILTER_RULE)).join(',');
+      const filters = { doDb: rule('REPLICATE_DO_DB'), ignoreDb: rule('REPLICATE_IGNORE_DB'), doTable: rule('REPLICATE_DO_TABLE'), ignoreTable: rule('REPLICATE_IGNORE_TABLE'), wildDoTable: rule('REPLICATE_WILD_DO_TABLE'), wildIgnoreTable: rule('REPLICATE_WILD_IGNORE_TABLE') };
+      for (const f of filtersDropping(filters, o.database, o.table)) problems.push(`a replication filter drops the storage table's rows: ${f}; the replica's binlog would never carry them`);
+    } catch {
+      warnings.push(`cannot read this replica's replication filters (performance_schema); make sure none drops \`${o.database}\`.\`${o.table}\``);
+    }
+  }
 }
 
 export function assertPreflight(result: PreflightResult): void {

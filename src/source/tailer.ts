@@ -76,6 +76,8 @@ export interface TailerOptions {
   /** Ignore the saved checkpoint and start a new epoch at the current end of the binlog. */
   resetCheckpoint?: boolean;
   checkpointStore?: CheckpointStore;
+  /** The binlog is a replica's (a site's `source`): preflight checks what a replica must do too. */
+  replicaSource?: boolean;
 }
 
 export class Tailer extends EventEmitter<TailerEvents> {
@@ -173,7 +175,7 @@ export class Tailer extends EventEmitter<TailerEvents> {
       const conn = await this.connectWithRetry();
       let saved: Checkpoint | null;
       try {
-        const result = await preflight(conn, { database: this.config.mysql.database, serverId: this.config.mysql.serverId, table: STORAGE_TABLE });
+        const result = await preflight(conn, { database: this.config.mysql.database, serverId: this.config.mysql.serverId, table: STORAGE_TABLE, replica: this.opts.replicaSource === true });
         for (const w of result.warnings) this.logger.warn(w);
         assertPreflight(result);
         await recordTopology(this.redis, this.keys, { partitions: this.config.partitions, datacenters: this.datacenters }, this.logger);

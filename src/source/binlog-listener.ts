@@ -149,7 +149,7 @@ export class BinlogListener extends EventEmitter<BinlogListenerEvents> {
 
     z.on('ready', () => {
       if (gen !== this.generation) return;
-      this.opts.logger.info({ from, server: z.serverVersion }, 'binlog stream ready');
+      this.opts.logger.info({ from, source: `${this.opts.mysql.host}:${this.opts.mysql.port}`, server: z.serverVersion }, 'binlog stream ready');
       if (this.paused) z.connection?.pause();
       this.emit('ready', from);
     });

@@ -1,0 +1,175 @@
+/**
+ * A site whose tailer reads a MariaDB replica of the primary (log_slave_updates), as a site far
+ * from the primary does: preflight checks what a replica must do, the pipeline applies what the
+ * primary committed, and the site's source is switched by GTID under writes (replica → primary
+ * → replica) without losing anything or applying anything out of order.
+ *
+ * The replica is a private mariadbd (port base+2, data under .stack/mariadb-replica, started
+ * empty for each run) replicating from the stack's MariaDB from its current GTID position, so
+ * it gets the test's schema and accounts through replication.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import mysql from 'mysql2/promise';
+import type { ResolvedConfig } from '../../src/config/schema.js';
+import { mysqlFor } from '../../src/registry/accounts.js';
+import { connectMysql } from '../../src/registry/mysql.js';
+import { currentBinlogPosition } from '../../src/source/position.js';
+import { preflight } from '../../src/source/preflight.js';
+import { check } from '../../scripts/harness.js';
+import { loadConfig } from '../../src/config/load.js';
+import { ensureAdminUser, MARIADB_BINLOG_ARGS, stackEnv, startMariadb, stopMariadb, type MariadbInstance } from '../../scripts/stack.js';
+import { McreplProcess, writeConfigFile } from '../helpers/cli.js';
+import { createTestEnv, layout, type TestEnv } from '../helpers/env.js';
+import { watchForRegressions } from '../helpers/regression-watcher.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+const dir = path.join(layout.dir, 'mariadb-replica');
+const replica: MariadbInstance = {
+  port: layout.mariadb.port + 2,
+  datadir: path.join(dir, 'data'),
+  socket: path.join(dir, 'mysqld.sock'),
+  pidFile: path.join(dir, 'mysqld.pid'),
+  logFile: path.join(dir, 'mysqld.log'),
+};
+
+let env: TestEnv;
+
+/** The stack's installer account on the primary (no test database yet). */
+function primaryAdmin() {
+  const { config } = loadConfig({ env: stackEnv(layout), overrides: { 'datacenters.none': { servers: ['127.0.0.1:1'] } } });
+  return connectMysql(config.mysql, { database: false });
+}
+/** Root on the replica, through its socket. */
+let replicaRoot: mysql.Connection;
+const cleanup: (() => Promise<void>)[] = [];
+
+before(async () => {
+  await stopMariadb(replica);
+  fs.rmSync(dir, { recursive: true, force: true });
+  await startMariadb(replica, [...MARIADB_BINLOG_ARGS, '--server-id=2', '--log-slave-updates=ON', '--read-only=ON']);
+  await ensureAdminUser(replica.socket, layout.secretsDir);
+  replicaRoot = await mysql.createConnection({ socketPath: replica.socket, user: 'root', password: '' });
+  // Replicate from the primary's current position: what comes next (this test's schema,
+  // accounts and writes) reaches the replica.
+  const primaryRoot = await primaryAdmin();
+  const user = `repl_${Date.now().toString(36)}`;
+  const password = Math.random().toString(36).slice(2);
+  await primaryRoot.query(`CREATE USER '${user}'@'127.0.0.1' IDENTIFIED BY '${password}'`);
+  await primaryRoot.query(`GRANT REPLICATION SLAVE ON *.* TO '${user}'@'127.0.0.1'`);
+  const pos = await currentBinlogPosition(primaryRoot);
+  await primaryRoot.end();
+  await replicaRoot.query(`SET GLOBAL gtid_slave_pos = ?`, [pos.gtidSet ?? '']);
+  await replicaRoot.query(`CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=${layout.mariadb.port}, MASTER_USER='${user}', MASTER_PASSWORD='${password}', MASTER_USE_GTID=slave_pos`);
+  await replicaRoot.query('START SLAVE');
+  cleanup.push(async () => {
+    const c = await primaryAdmin();
+    await c.query(`DROP USER IF EXISTS '${user}'@'127.0.0.1'`);
+    await c.end();
+  });
+  env = await createTestEnv({ partitions: 2 });
+});
+
+after(async () => {
+  await replicaRoot?.query('STOP SLAVE').catch(() => undefined);
+  await replicaRoot?.end().catch(() => undefined);
+  while (cleanup.length) await cleanup.pop()!().catch(() => undefined);
+  await env?.teardown();
+  await stopMariadb(replica);
+});
+
+/** The replica has applied everything the primary committed so far. */
+async function replicaCaughtUp(): Promise<void> {
+  const primary = await currentBinlogPosition(env.root);
+  await waitFor(
+    async () => {
+      const [rows] = await replicaRoot.query<mysql.RowDataPacket[]>('SELECT MASTER_GTID_WAIT(?, 0) AS r', [primary.gtidSet ?? '']);
+      return Number(rows[0]?.r) === 0;
+    },
+    { timeoutMs: 30_000, message: 'the replica to apply what the primary committed' },
+  );
+}
+
+/** The pipeline's config as one site whose tailer reads MySQL on `port` (the replica, or the primary). */
+const siteOn = (config: ResolvedConfig, port: number): ResolvedConfig => ({
+  ...config,
+  sites: { main: { redis: config.redis, source: { host: '127.0.0.1', port }, datacenters: Object.keys(config.datacenters) } },
+});
+
+test('preflight of a replica source: what it must do, each with its fix', async () => {
+  await replicaCaughtUp();
+  const c = await connectMysql({ ...mysqlFor(env.config.mysql, 'tailer'), port: replica.port });
+  try {
+    const ok = await preflight(c, { database: env.config.mysql.database, serverId: env.config.mysql.serverId, replica: true });
+    assert.deepEqual(ok.problems, [], 'a replica with log_slave_updates, ROW/FULL/FULL and BLACKHOLE is a good source');
+
+    await replicaRoot.query('SET GLOBAL slave_run_triggers_for_rbr = YES');
+    await replicaRoot.query('STOP SLAVE');
+    await replicaRoot.query('SET GLOBAL replicate_wild_ignore_table = ?', [`${env.config.mysql.database}.mc\\_%`]);
+    const bad = await preflight(c, { database: env.config.mysql.database, serverId: env.config.mysql.serverId, replica: true });
+    assert.equal(bad.problems.length, 2, bad.problems.join('\n'));
+    assert.match(bad.problems.join('\n'), /slave_run_triggers_for_rbr is YES: .*write the key registry a second time/);
+    assert.match(bad.problems.join('\n'), /replicate_wild_ignore_table .* matches .*mc_storage/);
+  } finally {
+    await replicaRoot.query('SET GLOBAL slave_run_triggers_for_rbr = NO');
+    await replicaRoot.query("SET GLOBAL replicate_wild_ignore_table = ''");
+    await replicaRoot.query('START SLAVE');
+    await c.end();
+  }
+});
+
+test("a site's tailer switched by GTID from the replica to the primary and back, under writes: nothing lost, nothing out of order", { timeout: 240_000 }, async () => {
+  await env.sql.query("CALL create_namespace(80, 'replica')");
+  await replicaCaughtUp();
+  const file = writeConfigFile(siteOn(env.config, replica.port));
+  const workers = [new McreplProcess(['-c', file, 'worker', 'east']), new McreplProcess(['-c', file, 'worker', 'west'])];
+  cleanup.push(async () => void workers.forEach((w) => w.kill('SIGKILL')));
+  for (const w of workers) await w.waitForOutput(/"msg":"mcrepl ready"/);
+
+  // A steady stream of sets, each key's value growing, while the source changes twice.
+  const keys = Array.from({ length: 200 }, (_, i) => env.key(`r${i}`));
+  const watcher = watchForRegressions(env.servers, keys.slice(0, 40), (v) => Number(v), 5);
+  let writing = true;
+  let written = 0;
+  let writer: Promise<void> | undefined;
+  const sources: [string, number][] = [
+    ['replica', replica.port],
+    ['primary', env.config.mysql.port],
+    ['replica', replica.port],
+  ];
+  for (const [name, port] of sources) {
+    if (name === 'replica') await replicaCaughtUp(); // a replica behind the checkpoint would not have the next GTID yet
+    const tailer = new McreplProcess(['-c', writeConfigFile(siteOn(env.config, port)), 'tailer']);
+    await tailer.waitForOutput(/"msg":"mcrepl ready"/, 30_000);
+    await tailer.waitForOutput(new RegExp(`"source":"127.0.0.1:${port}".*"msg":"binlog stream ready"`), 30_000);
+    writer ??= (async () => {
+      for (let i = 1; writing; i++) {
+        await env.sql.query('CALL set_key(80, ?, ?, 0)', [keys[i % keys.length]!, String(i)]);
+        written = i;
+      }
+    })();
+    const from = written;
+    await waitFor(async () => written > from + 300, { timeoutMs: 60_000, message: `writes go on while reading the ${name}` });
+    await tailer.kill('SIGTERM');
+    const { code } = await tailer.exited;
+    assert.equal(code, 0, `the tailer on the ${name} stopped cleanly:\n${tailer.stderr}`);
+    if (name === 'replica') assert.doesNotMatch(tailer.stdout, /"level":50/, 'no error reading the replica');
+  }
+  writing = false;
+  await writer;
+  // The last source (the replica) runs on until everything is applied.
+  await replicaCaughtUp();
+  const last = new McreplProcess(['-c', file, 'tailer']);
+  cleanup.push(async () => last.kill('SIGKILL'));
+  await last.waitForOutput(/"msg":"mcrepl ready"/, 30_000);
+  const finalKey = keys[written % keys.length]!;
+  await waitFor(async () => (await env.readEverywhere(finalKey)).every((v) => v?.toString() === String(written)), { timeoutMs: 60_000, message: 'the last write applied everywhere' });
+  const w = await watcher.stop();
+  assert.deepEqual(w.regressions, [], 'no key ever went back to an older value on any server');
+  const admin = mysqlFor(env.config.mysql, 'admin');
+  const result = await check({ host: admin.host, port: admin.port, user: admin.user, password: admin.password ?? '', database: admin.database }, env.servers, [], { nsId: 80 });
+  assert.equal(result.divergent.size, 0, `divergent keys: ${JSON.stringify([...result.divergent.values()].slice(0, 3))}`);
+  assert.equal(result.liveKeys.size, keys.length);
+});

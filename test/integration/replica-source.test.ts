@@ -9,87 +9,37 @@
  * it gets the test's schema and accounts through replication.
  */
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
-import mysql from 'mysql2/promise';
 import type { ResolvedConfig } from '../../src/config/schema.js';
 import { mysqlFor } from '../../src/registry/accounts.js';
 import { connectMysql } from '../../src/registry/mysql.js';
-import { currentBinlogPosition } from '../../src/source/position.js';
 import { preflight } from '../../src/source/preflight.js';
 import { check } from '../../scripts/harness.js';
-import { loadConfig } from '../../src/config/load.js';
-import { ensureAdminUser, MARIADB_BINLOG_ARGS, stackEnv, startMariadb, stopMariadb, type MariadbInstance } from '../../scripts/stack.js';
+import { startReplica, type Replica } from '../../scripts/replica.js';
 import { McreplProcess, writeConfigFile } from '../helpers/cli.js';
 import { createTestEnv, layout, type TestEnv } from '../helpers/env.js';
 import { watchForRegressions } from '../helpers/regression-watcher.js';
 import { waitFor } from '../helpers/wait-for.js';
 
-const dir = path.join(layout.dir, 'mariadb-replica');
-const replica: MariadbInstance = {
-  port: layout.mariadb.port + 2,
-  datadir: path.join(dir, 'data'),
-  socket: path.join(dir, 'mysqld.sock'),
-  pidFile: path.join(dir, 'mysqld.pid'),
-  logFile: path.join(dir, 'mysqld.log'),
-};
-
 let env: TestEnv;
-
-/** The stack's installer account on the primary (no test database yet). */
-function primaryAdmin() {
-  const { config } = loadConfig({ env: stackEnv(layout), overrides: { 'datacenters.none': { servers: ['127.0.0.1:1'] } } });
-  return connectMysql(config.mysql, { database: false });
-}
-/** Root on the replica, through its socket. */
-let replicaRoot: mysql.Connection;
+let replica: Replica;
 const cleanup: (() => Promise<void>)[] = [];
 
 before(async () => {
-  await stopMariadb(replica);
-  fs.rmSync(dir, { recursive: true, force: true });
-  await startMariadb(replica, [...MARIADB_BINLOG_ARGS, '--server-id=2', '--log-slave-updates=ON', '--read-only=ON']);
-  await ensureAdminUser(replica.socket, layout.secretsDir);
-  replicaRoot = await mysql.createConnection({ socketPath: replica.socket, user: 'root', password: '' });
-  // Replicate from the primary's current position: what comes next (this test's schema,
-  // accounts and writes) reaches the replica.
-  const primaryRoot = await primaryAdmin();
-  const user = `repl_${Date.now().toString(36)}`;
-  const password = Math.random().toString(36).slice(2);
-  await primaryRoot.query(`CREATE USER '${user}'@'127.0.0.1' IDENTIFIED BY '${password}'`);
-  await primaryRoot.query(`GRANT REPLICATION SLAVE ON *.* TO '${user}'@'127.0.0.1'`);
-  const pos = await currentBinlogPosition(primaryRoot);
-  await primaryRoot.end();
-  await replicaRoot.query(`SET GLOBAL gtid_slave_pos = ?`, [pos.gtidSet ?? '']);
-  await replicaRoot.query(`CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=${layout.mariadb.port}, MASTER_USER='${user}', MASTER_PASSWORD='${password}', MASTER_USE_GTID=slave_pos`);
-  await replicaRoot.query('START SLAVE');
-  cleanup.push(async () => {
-    const c = await primaryAdmin();
-    await c.query(`DROP USER IF EXISTS '${user}'@'127.0.0.1'`);
-    await c.end();
-  });
+  // Port base+8: the preflight test's server is base+7.
+  replica = await startReplica(layout, { name: 'mariadb-replica', port: layout.mariadb.port + 2, serverId: 2 });
   env = await createTestEnv({ partitions: 2 });
 });
 
 after(async () => {
-  await replicaRoot?.query('STOP SLAVE').catch(() => undefined);
-  await replicaRoot?.end().catch(() => undefined);
   while (cleanup.length) await cleanup.pop()!().catch(() => undefined);
   await env?.teardown();
-  await stopMariadb(replica);
+  await replica?.stop();
 });
 
 /** The replica has applied everything the primary committed so far. */
 async function replicaCaughtUp(): Promise<void> {
-  const primary = await currentBinlogPosition(env.root);
-  await waitFor(
-    async () => {
-      const [rows] = await replicaRoot.query<mysql.RowDataPacket[]>('SELECT MASTER_GTID_WAIT(?, 0) AS r', [primary.gtidSet ?? '']);
-      return Number(rows[0]?.r) === 0;
-    },
-    { timeoutMs: 30_000, message: 'the replica to apply what the primary committed' },
-  );
+  assert.ok(await replica.caughtUp(30_000), 'the replica to apply what the primary committed');
 }
 
 /** The pipeline's config as one site whose tailer reads MySQL on `port` (the replica, or the primary). */
@@ -100,22 +50,22 @@ const siteOn = (config: ResolvedConfig, port: number): ResolvedConfig => ({
 
 test('preflight of a replica source: what it must do, each with its fix', async () => {
   await replicaCaughtUp();
-  const c = await connectMysql({ ...mysqlFor(env.config.mysql, 'tailer'), port: replica.port });
+  const c = await connectMysql({ ...mysqlFor(env.config.mysql, 'tailer'), port: replica.inst.port });
   try {
     const ok = await preflight(c, { database: env.config.mysql.database, serverId: env.config.mysql.serverId, replica: true });
     assert.deepEqual(ok.problems, [], 'a replica with log_slave_updates, ROW/FULL/FULL and BLACKHOLE is a good source');
 
-    await replicaRoot.query('SET GLOBAL slave_run_triggers_for_rbr = YES');
-    await replicaRoot.query('STOP SLAVE');
-    await replicaRoot.query('SET GLOBAL replicate_wild_ignore_table = ?', [`${env.config.mysql.database}.mc\\_%`]);
+    await replica.root.query('SET GLOBAL slave_run_triggers_for_rbr = YES');
+    await replica.root.query('STOP SLAVE');
+    await replica.root.query('SET GLOBAL replicate_wild_ignore_table = ?', [`${env.config.mysql.database}.mc\\_%`]);
     const bad = await preflight(c, { database: env.config.mysql.database, serverId: env.config.mysql.serverId, replica: true });
     assert.equal(bad.problems.length, 2, bad.problems.join('\n'));
     assert.match(bad.problems.join('\n'), /slave_run_triggers_for_rbr is YES: .*write the key registry a second time/);
     assert.match(bad.problems.join('\n'), /replicate_wild_ignore_table .* matches .*mc_storage/);
   } finally {
-    await replicaRoot.query('SET GLOBAL slave_run_triggers_for_rbr = NO');
-    await replicaRoot.query("SET GLOBAL replicate_wild_ignore_table = ''");
-    await replicaRoot.query('START SLAVE');
+    await replica.root.query('SET GLOBAL slave_run_triggers_for_rbr = NO');
+    await replica.root.query("SET GLOBAL replicate_wild_ignore_table = ''");
+    await replica.root.query('START SLAVE');
     await c.end();
   }
 });
@@ -123,7 +73,7 @@ test('preflight of a replica source: what it must do, each with its fix', async 
 test("a site's tailer switched by GTID from the replica to the primary and back, under writes: nothing lost, nothing out of order", { timeout: 240_000 }, async () => {
   await env.sql.query("CALL create_namespace(80, 'replica')");
   await replicaCaughtUp();
-  const file = writeConfigFile(siteOn(env.config, replica.port));
+  const file = writeConfigFile(siteOn(env.config, replica.inst.port));
   const workers = [new McreplProcess(['-c', file, 'worker', 'east']), new McreplProcess(['-c', file, 'worker', 'west'])];
   cleanup.push(async () => void workers.forEach((w) => w.kill('SIGKILL')));
   for (const w of workers) await w.waitForOutput(/"msg":"mcrepl ready"/);
@@ -135,9 +85,9 @@ test("a site's tailer switched by GTID from the replica to the primary and back,
   let written = 0;
   let writer: Promise<void> | undefined;
   const sources: [string, number][] = [
-    ['replica', replica.port],
+    ['replica', replica.inst.port],
     ['primary', env.config.mysql.port],
-    ['replica', replica.port],
+    ['replica', replica.inst.port],
   ];
   for (const [name, port] of sources) {
     if (name === 'replica') await replicaCaughtUp(); // a replica behind the checkpoint would not have the next GTID yet

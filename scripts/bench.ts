@@ -22,6 +22,8 @@
  *              during it, lease losses and restarts from their logs; against the drain's time
  *   distance   the last data center's worker group behind a latency proxy to Redis (--redis-rtt,
  *              scripts/latency-proxy.ts): lag per data center and its queue at --distance-rate
+ *   wan        two sites across a simulated WAN (scripts/wan.ts, as `npm run wan`): per-site lag at
+ *              --distance-rate, a --wan-cut of west, its catch-up, the checker
  *   flush      `mcrepl flush` of namespaces of --flush-keys keys, until gone from every server
  *
  * It prints a table and writes it to docs/BENCHMARKS.md (--out) with the date and the machine.
@@ -53,6 +55,7 @@ import { watchForRegressions } from '../test/helpers/regression-watcher.js';
 import { writeConfigFile } from '../test/helpers/cli.js';
 import { check, cpuSecondsOf, Proc, sleep } from './harness.js';
 import { LatencyProxyProcess } from './latency-proxy.js';
+import { runWan, wanReport } from './wan.js';
 import { MemcachedTextClient } from './memcached-text.js';
 import { down, repoRoot, stackEnv, stackLayout, status, up } from './stack.js';
 
@@ -71,7 +74,7 @@ const count0 = (v: string): number => {
 };
 const list = <T>(parse: (s: string) => T) => (v: string): T[] => v.split(',').map((s) => parse(s.trim()));
 const rate = (s: string): number | 'max' => (s === 'max' ? 'max' : count(s));
-const SECTIONS = ['ceilings', 'naive', 'drain', 'bulk', 'lag', 'distance', 'flush'] as const;
+const SECTIONS = ['ceilings', 'naive', 'drain', 'bulk', 'lag', 'distance', 'wan', 'flush'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const program = new Command()
@@ -87,6 +90,8 @@ const program = new Command()
   .option('--lag-seconds <n>', 'how long each lag rate runs', count, 20)
   .option('--redis-rtt <list>', "round trips (ms) between the last data center's worker group and Redis, one distance run each", list(count0), [2, 80])
   .option('--distance-rate <n>', 'source rate of the distance runs, rows/s', count, 2000)
+  .option('--wan-rtt <ms>', 'round trip between the two sites of the wan section (npm run wan)', count, 80)
+  .option('--wan-cut <seconds>', 'how long the wan section cuts west off', count, 120)
   .option('--flush-keys <list>', 'namespace sizes to flush', list(count), [100_000, 1_000_000])
   .option('--only <sections>', `run only these sections (${SECTIONS.join(', ')})`, list((s) => s as Section))
   .option('--set <path=value>', 'a config override for every pipeline of the run, e.g. --set partitions=4 --set tailer.lingerMs=2 (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
@@ -107,6 +112,8 @@ interface Options {
   lagSeconds: number;
   redisRtt: number[];
   distanceRate: number;
+  wanRtt: number;
+  wanCut: number;
   flushKeys: number[];
   only?: Section[];
   out: string;
@@ -1316,6 +1323,24 @@ async function main(): Promise<number> {
           bounded && farP99 - local <= 5 * d.rttMs,
         ]);
       }
+    }
+
+    if (want('wan')) {
+      for (const c of cleanups.splice(0)) await c().catch(() => undefined);
+      say(`wan: two sites ${opts.wanRtt} ms apart, ${fmt(opts.distanceRate)} rows/s, west cut off for ${opts.wanCut} s`);
+      const w = await runWan({ rtt: opts.wanRtt, rate: opts.distanceRate, measure: opts.lagSeconds, cut: opts.wanCut, keys: 5_000, portBase: layout.mariadb.port - 6 }, layout);
+      out.push(
+        `## Two sites across a WAN: east (the primary) and west (a replica ${opts.wanRtt} ms away)`,
+        '',
+        `\`npm run wan\` (scripts/wan.ts) inside this run: west's MariaDB replica replicates from the primary through the latency proxy (${opts.wanRtt} ms round trip), and west has its own Redis, tailer (reading the replica) and worker group. A \`CALL set_key\` load of ${fmt(opts.distanceRate)} rows/s on the primary; lag is commit → visible on every server of the site, ${opts.lagSeconds} s before the cut; then west is cut off for ${opts.wanCut} s while the load goes on, and timed from the heal until it holds the last probe written before it.`,
+        '',
+        ...wanReport(w),
+        '',
+      );
+      targets.push([`two sites ${opts.wanRtt} ms apart: west's p99 ≤ east's + ${opts.wanRtt} ms`, `${ms(w.before.west.p99)} against ${ms(w.before.east.p99)}`, w.before.west.p99 <= w.before.east.p99 + opts.wanRtt]);
+      if (w.eastDuringCut) targets.push([`east's p99 while west is cut off within 20 % of before`, `${ms(w.eastDuringCut.p99)} against ${ms(w.before.east.p99)}`, w.eastDuringCut.p99 <= 1.2 * w.before.east.p99]);
+      if (w.catchUp) targets.push(['west catches up ≥ 20,000 rows/s after the heal', `${fmt(w.catchUp.rowsPerSec)} rows/s (${fmt(w.catchUp.rows)} rows in ${fmt(w.catchUp.seconds, 1)} s)`, w.catchUp.rowsPerSec >= 20_000]);
+      targets.push(['two sites: divergent keys after the cut and heal', String(w.divergent), w.divergent === 0]);
     }
 
     if (want('lag')) {

@@ -18,6 +18,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from '../observability/logger.js';
 import { LeaseLostError } from '../errors.js';
 import { runScript } from './redis.js';
+import { withTimeout } from './timeout.js';
 
 const RENEW = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
@@ -79,13 +80,16 @@ export class Lease extends EventEmitter<LeaseEvents> {
       signal?.throwIfAborted();
       const sentAt = Date.now();
       try {
-        const ok = await this.redis.set(this.key, this.owner, 'PX', this.ttlMs, 'NX');
+        // A command caught in a connection reset can stay unanswered for good (the connection
+        // re-sends nothing after a reconnect): give up on it after a TTL and ask again. A late
+        // OK only means the lease was ours for a while, unused; it expires.
+        const ok = await withTimeout(this.redis.set(this.key, this.owner, 'PX', this.ttlMs, 'NX'), this.ttlMs, 'no answer from Redis to the lease request');
         if (ok === 'OK') {
           this.renewedAt = sentAt;
           break;
         }
         if (!announced) {
-          const holder = await this.redis.get(this.key);
+          const holder = await withTimeout(this.redis.get(this.key), this.ttlMs, 'no answer from Redis');
           this.logger.info({ lease: this.key, holder }, 'waiting for the lease held by another process');
           announced = true;
         }

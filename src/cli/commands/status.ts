@@ -64,8 +64,8 @@ export interface StatusReport {
   deadLetters: { total: number; recent: unknown[] };
 }
 
-/** More than a Sentinel failover takes (commands wait up to 30 s for one). */
-const STATUS_TIMEOUT_MS = 35_000;
+/** How long a site's Redis may stay silent: more than a Sentinel failover takes (commands wait up to 30 s for one). */
+const statusTimeoutMs = (site: Site) => (site.config.redis.sentinel ? 35_000 : 10_000);
 
 /** A site's report, or why its Redis could not be read. */
 export type SiteStatus = { site: string } & (StatusReport | { error: string });
@@ -78,7 +78,8 @@ export async function collectSites(ctx: Context): Promise<SiteStatus[]> {
     sitesOf(ctx.config).map(async (site) => {
       try {
         // A Redis cut off (the connection opens, nothing answers) is reported, not waited for.
-        return { site: site.name, ...(await withTimeout(collectStatus(site, primary), STATUS_TIMEOUT_MS, `no answer from Redis ${describeRedis(site.config.redis)} in ${STATUS_TIMEOUT_MS / 1000} s`)) };
+        const ms = statusTimeoutMs(site);
+        return { site: site.name, ...(await withTimeout(collectStatus(site, primary), ms, `no answer from Redis ${describeRedis(site.config.redis)} in ${ms / 1000} s`)) };
       } catch (err) {
         return { site: site.name, error: errorMessage(err) };
       }

@@ -8,7 +8,9 @@
  * - zongji never reconnects: on an error this stops it and starts a new instance, after a
  *   backoff, from the position of the last transaction handed over. The half-received
  *   transaction is dropped and arrives again whole.
- * - Error 1236 (the binlog we need was purged) is fatal: retrying cannot help.
+ * - Error 1236 (the binlog we need was purged) is fatal: retrying cannot help. Unless the server's
+ *   binlog ends before the resume position (a replica that has not caught up with the checkpoint
+ *   yet, which answers the same): then it waits for it, with a warning, and tries again.
  * - zongji has no backpressure; pause() stops reading the socket.
  * - A transaction of any size streams through: its rows are handed over in chunks of at most
  *   `chunkRows` (`rows`) as they arrive, and its end (`transaction`, with the rest of its rows)
@@ -20,7 +22,10 @@ import ZongJi, { type AnyBinlogEvent, type QueryEvent, type WriteRowsEvent, type
 import type { MysqlConfig } from '../config/schema.js';
 import { BinlogPurgedError, errorMessage } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
+import mysql from 'mysql2/promise';
 import type { Position } from './checkpoint-store.js';
+import { currentBinlogPosition } from './position.js';
+import { serverIsBehind } from './source-lag.js';
 
 export interface BinlogRow {
   /** Column values of the storage table row. */
@@ -304,6 +309,39 @@ export class BinlogListener extends EventEmitter<BinlogListenerEvents> {
     this.generation++;
     z?.stop();
     if (err.errno === 1236 || /\b1236\b|could not find (first log|GTID state)|purged binary logs/i.test(err.message)) {
+      // A replica that has not yet reached the checkpoint (it was behind when the tailer was
+      // pointed at it) answers the same way as a server whose binlog was purged: ask it where
+      // its binlog ends. Behind: wait for it. Otherwise the binlog really is gone.
+      const gen = this.generation;
+      void this.sourceIsBehind().then((behind) => {
+        if (this.stopped || gen !== this.generation) return;
+        if (!behind) return this.purged(err);
+        this.opts.logger.warn({ from: this.resumeFrom, source: `${this.opts.mysql.host}:${this.opts.mysql.port}`, retryInMs: this.backoffMs }, 'the source has not reached the checkpoint yet (a replica behind the server the checkpoint came from): waiting for it to catch up');
+        this.retryLater();
+      });
+      return;
+    }
+    this.onConnectionError(err);
+  }
+
+  /** The server's binlog ends before the resume position (it lacks transactions the checkpoint covers). */
+  private async sourceIsBehind(): Promise<boolean> {
+    if (!this.resumeFrom.gtidSet) return false;
+    try {
+      const conn = await mysql.createConnection({ host: this.opts.mysql.host, port: this.opts.mysql.port, user: this.opts.mysql.user, password: this.opts.mysql.password ?? '', connectTimeout: this.opts.mysql.connectTimeoutMs });
+      try {
+        const at = await currentBinlogPosition(conn);
+        return serverIsBehind(this.resumeFrom, at);
+      } finally {
+        await conn.end().catch(() => undefined);
+      }
+    } catch {
+      return false;
+    }
+  }
+
+  private purged(err: Error): void {
+    {
       const where = JSON.stringify(this.resumeFrom);
       this.emit(
         'fatal',
@@ -314,17 +352,23 @@ export class BinlogListener extends EventEmitter<BinlogListenerEvents> {
           err,
         ),
       );
-      return;
     }
+  }
+
+  private onConnectionError(err: Error & { code?: string; errno?: number }): void {
     if (/same server_uuid\/server_id is already connected/i.test(err.message)) {
       this.opts.logger.error(
         { serverId: this.opts.mysql.serverId },
         'another binlog reader is connected with the same server_id: give each mcrepl deployment (and every replica) its own mysql.serverId',
       );
     }
+    this.opts.logger.warn({ err: errorMessage(err), code: err.code, retryInMs: this.backoffMs, from: this.resumeFrom }, 'binlog connection failed; reconnecting');
+    this.retryLater();
+  }
+
+  private retryLater(): void {
     const delay = this.backoffMs;
     this.backoffMs = Math.min(this.backoffMs * 2, this.opts.reconnectMaxMs);
-    this.opts.logger.warn({ err: errorMessage(err), code: err.code, retryInMs: delay, from: this.resumeFrom }, 'binlog connection failed; reconnecting');
     clearTimeout(this.restartTimer);
     this.restartTimer = setTimeout(() => {
       if (!this.stopped) this.connect();

@@ -61,3 +61,18 @@ export function transactionsBehind(primary: Position, checkpoint: Position): num
   for (const [uuid, intervals] of px) n += countMissing(intervals, cx.get(uuid) ?? []);
   return n;
 }
+
+/**
+ * Whether a server whose binlog ends at `server` has simply not reached `checkpoint` yet (a
+ * replica behind): it lacks transactions the checkpoint covers, in the same GTID domains
+ * (MariaDB: a checkpoint domain the server has never seen is another lineage, not a lag).
+ */
+export function serverIsBehind(checkpoint: Position, server: Position): boolean {
+  if (!checkpoint.gtidSet || server.gtidSet === undefined) return false;
+  const cm = parseMariaDb(checkpoint.gtidSet);
+  if (cm) {
+    const sm = parseMariaDb(server.gtidSet);
+    if (!sm || [...cm.keys()].some((d) => !sm.has(d))) return false;
+  }
+  return (transactionsBehind(checkpoint, server) ?? 0) > 0;
+}

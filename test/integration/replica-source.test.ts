@@ -122,4 +122,34 @@ test("a site's tailer switched by GTID from the replica to the primary and back,
   const result = await check({ host: admin.host, port: admin.port, user: admin.user, password: admin.password ?? '', database: admin.database }, env.servers, [], { nsId: 80 });
   assert.equal(result.divergent.size, 0, `divergent keys: ${JSON.stringify([...result.divergent.values()].slice(0, 3))}`);
   assert.equal(result.liveKeys.size, keys.length);
+  await last.kill('SIGTERM');
+  await last.exited;
+});
+
+test('pointed at a replica that is behind its checkpoint, the tailer waits for it (not "binlog purged") and goes on once it caught up', { timeout: 120_000 }, async () => {
+  await replicaCaughtUp();
+  await replica.root.query('STOP SLAVE');
+  try {
+    // The checkpoint moves past what the stopped replica has: a tailer reads the primary.
+    const onPrimary = new McreplProcess(['-c', writeConfigFile(siteOn(env.config, env.config.mysql.port)), 'tailer']);
+    cleanup.push(async () => onPrimary.kill('SIGKILL'));
+    await onPrimary.waitForOutput(/"msg":"mcrepl ready"/, 30_000);
+    const k = env.key('ahead');
+    await env.sql.query('CALL set_key(80, ?, ?, 0)', [k, 'v1']);
+    await waitFor(async () => (await env.readEverywhere(k)).every((v) => v?.toString() === 'v1'), { message: 'applied from the primary' });
+    await onPrimary.kill('SIGTERM');
+    await onPrimary.exited;
+
+    const onReplica = new McreplProcess(['-c', writeConfigFile(siteOn(env.config, replica.inst.port)), 'tailer']);
+    cleanup.push(async () => onReplica.kill('SIGKILL'));
+    await onReplica.waitForOutput(/the source has not reached the checkpoint yet/, 30_000);
+    assert.equal(onReplica.child.exitCode, null, 'still running: a replica behind is not a purged binlog');
+    await replica.root.query('START SLAVE');
+    await env.sql.query('CALL set_key(80, ?, ?, 0)', [k, 'v2']);
+    await waitFor(async () => (await env.readEverywhere(k)).every((v) => v?.toString() === 'v2'), { timeoutMs: 60_000, message: 'the tailer on the replica goes on once it caught up' });
+    assert.doesNotMatch(onReplica.stdout, /no longer on the server/);
+    await onReplica.kill('SIGTERM');
+  } finally {
+    await replica.root.query('START SLAVE').catch(() => undefined);
+  }
 });

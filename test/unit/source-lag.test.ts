@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { transactionsBehind } from '../../src/source/source-lag.js';
+import { serverIsBehind, transactionsBehind } from '../../src/source/source-lag.js';
 
 test('MariaDB positions: the sequence numbers between them, per domain', () => {
   assert.equal(transactionsBehind({ gtidSet: '0-1-120' }, { gtidSet: '0-1-100' }), 20);
@@ -20,4 +20,11 @@ test('MySQL GTID sets: transactions in the primary set and not in the checkpoint
 test('without GTIDs nothing can be said', () => {
   assert.equal(transactionsBehind({ file: 'b.000001', pos: 4 }, { gtidSet: '0-1-1' }), null);
   assert.equal(transactionsBehind({ gtidSet: '0-1-5' }, { file: 'b.000001', pos: 4 }), null);
+});
+
+test('a server is behind a checkpoint when it lacks transactions of the same lineage; a foreign domain is not a lag', () => {
+  assert.equal(serverIsBehind({ gtidSet: '0-1-120' }, { gtidSet: '0-1-100' }), true);
+  assert.equal(serverIsBehind({ gtidSet: '0-1-100' }, { gtidSet: '0-1-120' }), false, 'ahead: the binlog may have been purged, not a lag');
+  assert.equal(serverIsBehind({ gtidSet: '0-1-120,7-3-5' }, { gtidSet: '0-1-100' }), false, 'domain 7 never seen there: another lineage');
+  assert.equal(serverIsBehind({ file: 'b.1', pos: 4 }, { gtidSet: '0-1-1' }), false);
 });

@@ -100,7 +100,7 @@ export async function runWan(opts: Options, layout: StackLayout = stackLayout(un
     const proxy = new LatencyProxyProcess({ targetPort: layout.mariadb.port, delayMs: opts.rtt / 2 });
     await proxy.start();
     cleanups.push(() => proxy.stop());
-    const replica = await startReplica(layout, { name: 'wan-replica', port: layout.mariadb.port + 3, serverId: 3, masterPort: proxy.port, extraArgs: ['--slave-parallel-threads=4', '--slave-net-timeout=10'] });
+    const replica = await startReplica(layout, { name: 'wan-replica', port: layout.mariadb.port + 3, serverId: 3, masterPort: proxy.port, extraArgs: ['--slave-parallel-mode=optimistic', '--slave-parallel-threads=8', '--slave-net-timeout=10'] });
     cleanups.push(() => replica.stop());
     const westRedis = { ...layout.redis, port: opts.portBase + 90, dir: path.join(layout.dir, 'wan', 'redis'), confFile: path.join(layout.dir, 'wan', 'redis', 'redis.conf'), pidFile: path.join(layout.dir, 'wan', 'redis', 'redis.pid'), logFile: path.join(layout.dir, 'wan', 'redis', 'redis.log') };
     await startRedis({ ...layout, redis: westRedis });

@@ -392,12 +392,13 @@ export class Tailer extends EventEmitter<TailerEvents> {
       const wait = this.dueIn(b);
       if (wait <= 0) this.flushNow();
       else this.lingerTimer ??= setTimeout(() => this.flushNow(), wait);
+    } else if (this.pacer.holding) {
+      // Ops held for a data center whose queue was not empty: look again in a moment (other
+      // tables' commits go along).
+      this.lingerTimer ??= setTimeout(() => this.flushNow(), Math.max(1, cfg.lingerMs));
     } else if (b.transactions > 0) {
       // Only other tables' commits: move the checkpoint now and then, not on every commit.
       this.checkpointTimer ??= setTimeout(() => this.flushNow(), Math.max(0, this.lastSaveAt + cfg.checkpointIntervalMs - Date.now()));
-    } else if (this.pacer.holding) {
-      // Ops held for a data center whose queue was not empty: look again in a moment.
-      this.lingerTimer ??= setTimeout(() => this.flushNow(), Math.max(1, cfg.lingerMs));
     }
   }
 

@@ -5,7 +5,7 @@
  */
 import cliProgress from 'cli-progress';
 import type { Redis } from 'ioredis';
-import { sitesOf, type Site } from '../../config/sites.js';
+import { DEFAULT_SITE, sitesOf, type Site } from '../../config/sites.js';
 import { describeRedis, withRedis } from '../../coordination/redis.js';
 import { withTimeout } from '../../coordination/timeout.js';
 import { errorMessage, McreplError } from '../../errors.js';
@@ -60,7 +60,10 @@ export async function flush(ctx: Context, namespace: string, opts: FlushOptions)
     out(`namespace '${ns.nsName}' flushed in every data center (${where.join(', ')}): ${req.keyCount} key${req.keyCount === 1 ? '' : 's'} deleted, ${secs} s`);
     return EXIT.ok;
   }
-  for (const r of unreachable) out(`site ${r.site.name}: cannot reach its Redis (${r.unreachable}); whether its data centers applied the flush is unknown`);
+  for (const r of unreachable) {
+    const where = ctx.config.sites ? `site ${r.site.name}: cannot reach its Redis` : 'cannot reach Redis';
+    out(`${where} (${r.unreachable}); whether ${Object.keys(r.counts).join(', ')} applied the flush is unknown`);
+  }
   for (const { r, dc, n } of pending) {
     if (r.unreachable !== undefined) continue;
     out(`${label(r.site, dc)}: only ${n} of ${r.partitions} partitions have applied the flush after ${opts.timeout} s; is its worker group running? (mcrepl status)`);
@@ -105,7 +108,7 @@ async function waitForSite(site: Site, req: FlushRequest, deadline: number, bars
     } catch (err) {
       if (!(err instanceof McreplError && (err.code === 'REDIS_UNAVAILABLE' || err.code === 'TIMEOUT'))) throw err;
       result.unreachable = errorMessage(err);
-      if (!warned) process.stderr.write(`site ${site.name}: ${result.unreachable}; still trying until the timeout\n`);
+      if (!warned) process.stderr.write(`${site.name === DEFAULT_SITE ? '' : `site ${site.name}: `}${result.unreachable}; still trying until the timeout\n`);
       warned = true;
       if (Date.now() >= deadline) return result;
       await new Promise((r) => setTimeout(r, Math.min(1_000, Math.max(0, deadline - Date.now()))));

@@ -195,7 +195,7 @@ function formatReport(r: StatusReport): string[] {
   const role = rd.role === 'master' ? 'primary' : rd.role === 'slave' ? 'replica' : (rd.role ?? '?');
   const via = rd.sentinelName ? ` of '${rd.sentinelName}' per Sentinel` : '';
   const src = r.source;
-  const behind = src.transactionsBehind === null ? 'how far behind the primary is unknown (no GTIDs, or the primary did not answer)' : src.transactionsBehind === 0 ? 'up to date with the primary' : `${src.transactionsBehind} transaction${src.transactionsBehind === 1 ? '' : 's'} behind the primary${src.secondsBehind !== null ? ` (${src.secondsBehind.toFixed(1)} s)` : ''}`;
+  const behind = !cp ? 'no checkpoint yet' : src.transactionsBehind === null ? 'how far behind the primary is unknown (no GTIDs, or the primary did not answer)' : src.transactionsBehind === 0 ? 'up to date with the primary' : `${src.transactionsBehind} transaction${src.transactionsBehind === 1 ? '' : 's'} behind the primary${src.secondsBehind !== null ? ` (${src.secondsBehind.toFixed(1)} s)` : ''}`;
   lines.push(`source        ${src.server}, ${behind}`);
   lines.push(`redis         ${rd.server ?? '?'} (${role}${via}, ${rd.replicas} replica${rd.replicas === 1 ? '' : 's'}, run_id ${rd.runId?.slice(0, 12) ?? '?'})`);
   lines.push(`checkpoint    ${cp ? `${describePosition(cp.position)}, op #${cp.txnSeq}, saved ${(cp.ageMs / 1000).toFixed(1)} s ago` : 'none (the tailer has not run yet)'}`);

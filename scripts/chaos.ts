@@ -50,7 +50,7 @@ import { installAll } from '../src/registry/schema-installer.js';
 import { mysqlFor } from '../src/registry/accounts.js';
 import { writeConfigFile } from '../test/helpers/cli.js';
 import { MemcachedTextClient } from './memcached-text.js';
-import { check, mcreplStatus, Proc, sleep } from './harness.js';
+import { check, mcreplStatus, Proc, sleep, waitForLog } from './harness.js';
 import {
   down,
   killMariadb,
@@ -552,20 +552,6 @@ function fileSize(file: string): number {
     return fs.statSync(file).size;
   } catch {
     return 0;
-  }
-}
-
-/** Waits until what `file` holds past `from` matches `re`. */
-async function waitForLog(file: string, from: number, re: RegExp, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      if (re.test(fs.readFileSync(file).subarray(from).toString('utf8'))) return true;
-    } catch {
-      // Not there yet.
-    }
-    if (Date.now() >= deadline) return false;
-    await sleep(250);
   }
 }
 

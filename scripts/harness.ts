@@ -13,6 +13,20 @@ import { repoRoot } from './stack.js';
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** Waits until what `file` holds past `from` matches `re`; false if it does not within timeoutMs. */
+export async function waitForLog(file: string, from: number, re: RegExp, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if (re.test(fs.readFileSync(file).subarray(from).toString('utf8'))) return true;
+    } catch {
+      // Not there yet.
+    }
+    if (Date.now() >= deadline) return false;
+    await sleep(250);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The pipeline's processes
 

@@ -26,7 +26,7 @@ import { mysqlFor } from '../src/registry/accounts.js';
 import { connectMysql } from '../src/registry/mysql.js';
 import { installAll } from '../src/registry/schema-installer.js';
 import { writeConfigFile } from '../test/helpers/cli.js';
-import { check, Proc, sleep } from './harness.js';
+import { check, Proc, sleep, waitForLog } from './harness.js';
 import { LatencyProxyProcess } from './latency-proxy.js';
 import { MemcachedTextClient } from './memcached-text.js';
 import { startReplica } from './replica.js';
@@ -131,7 +131,7 @@ export async function runWan(opts: Options, layout: StackLayout = stackLayout(un
     const procs = [new Proc('worker-east', ['-c', file, 'worker', 'east'], logDir), new Proc('worker-west', ['-c', file, 'worker', 'west'], logDir), new Proc('tailer-east', ['-c', file, '--site', 'east', 'tailer'], logDir), new Proc('tailer-west', ['-c', file, '--site', 'west', 'tailer'], logDir)];
     for (const p of procs) p.start();
     cleanups.push(async () => void (await Promise.all(procs.map((p) => p.kill('SIGTERM')))));
-    for (const p of procs) await waitForLog(p, /"msg":"mcrepl ready"/);
+    for (const p of procs) if (!(await waitForLog(p.logFile, 0, /"msg":"mcrepl ready"/, 60_000))) throw new Error(`${p.name} did not get ready; see ${p.logFile}`);
     say(`pipeline up: ${procs.map((p) => p.name).join(', ')}; logs in ${path.relative(process.cwd(), logDir)}`);
 
     const writer = mysqlFor(config.mysql, 'writer');
@@ -251,14 +251,6 @@ export async function runWan(opts: Options, layout: StackLayout = stackLayout(un
 
 function servers(layout: StackLayout, dc: string): string[] {
   return layout.memcached.filter((m) => m.dc === dc).map((m) => `127.0.0.1:${m.port}`);
-}
-
-async function waitForLog(p: Proc, re: RegExp, timeoutMs = 60_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!re.test(fs.existsSync(p.logFile) ? fs.readFileSync(p.logFile, 'utf8') : '')) {
-    if (p.pid === undefined || performance.now() > deadline) throw new Error(`${p.name} did not get ready; see ${p.logFile}`);
-    await sleep(50);
-  }
 }
 
 /** The report: a table per site and the targets of issue 10. */

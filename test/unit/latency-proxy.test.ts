@@ -55,11 +55,11 @@ test('every round trip through the proxy takes at least twice the one-way delay,
   const rtt = Date.now() - started;
   assert.ok(rtt >= 50, `round trip ${rtt} ms`);
 
-  proxy.setDelay(0);
+  proxy.setDelay(150);
   const before = Date.now();
   c.socket.write('x');
   await waitFor(() => c.got().endsWith('x'));
-  assert.ok(Date.now() - before < 50, 'the new delay applies to what is sent from now on');
+  assert.ok(Date.now() - before >= 300, 'the new delay applies to what is sent from now on');
 });
 
 test('a cut carries nothing, either way, on open and new connections; the heal delivers what waited, in order', async () => {

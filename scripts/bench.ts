@@ -1328,7 +1328,7 @@ async function main(): Promise<number> {
     if (want('wan')) {
       for (const c of cleanups.splice(0)) await c().catch(() => undefined);
       say(`wan: two sites ${opts.wanRtt} ms apart, ${fmt(opts.distanceRate)} rows/s, west cut off for ${opts.wanCut} s`);
-      const w = await runWan({ rtt: opts.wanRtt, rate: opts.distanceRate, measure: opts.lagSeconds, cut: opts.wanCut, keys: 5_000, portBase: layout.mariadb.port - 6 }, layout);
+      const w = await runWan({ rtt: opts.wanRtt, rate: opts.distanceRate, measure: opts.lagSeconds, cut: opts.wanCut, keys: 5_000, fallbackBehind: 10_000, portBase: layout.mariadb.port - 6 }, layout);
       out.push(
         `## Two sites across a WAN: east (the primary) and west (a replica ${opts.wanRtt} ms away)`,
         '',

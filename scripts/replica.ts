@@ -28,7 +28,7 @@ export function primaryAdmin(layout: StackLayout): Promise<mysql.Connection> {
   return connectMysql(config.mysql, { database: false });
 }
 
-export async function startReplica(layout: StackLayout, opts: { name: string; port: number; serverId: number; masterPort?: number; extraArgs?: string[] }): Promise<Replica> {
+export async function startReplica(layout: StackLayout, opts: { name: string; port: number; serverId: number; masterPort?: number; extraArgs?: string[]; connectRetryS?: number }): Promise<Replica> {
   const dir = path.join(layout.dir, opts.name);
   const inst: MariadbInstance = {
     port: opts.port,
@@ -50,7 +50,7 @@ export async function startReplica(layout: StackLayout, opts: { name: string; po
     await primary.query(`GRANT REPLICATION SLAVE ON *.* TO '${user}'@'127.0.0.1'`);
     const pos = await currentBinlogPosition(primary);
     await root.query('SET GLOBAL gtid_slave_pos = ?', [pos.gtidSet ?? '']);
-    await root.query(`CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=${opts.masterPort ?? layout.mariadb.port}, MASTER_USER='${user}', MASTER_PASSWORD='${password}', MASTER_USE_GTID=slave_pos`);
+    await root.query(`CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=${opts.masterPort ?? layout.mariadb.port}, MASTER_USER='${user}', MASTER_PASSWORD='${password}', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=${opts.connectRetryS ?? 60}`);
     await root.query('START SLAVE');
   } finally {
     await primary.end();

@@ -46,6 +46,7 @@ const program = new Command()
   .option('--measure <seconds>', 'how long lag is measured before the cut', count, 30)
   .option('--cut <seconds>', 'how long west is cut off while the load goes on (0: no cut)', count, 120)
   .option('--keys <n>', 'distinct keys of the load', count, 5000)
+  .option('--fallback-behind <n>', "west's tailer reads the primary (through the WAN) while its replica is this many transactions behind (0: never)", count, 10_000)
   .option('--port-base <port>', 'ports of the local stack this uses (the replica is base+9, west\'s Redis base+90)', count, Number(process.env.MCREPL_STACK_PORT_BASE ?? 23300))
   .addHelpText('after', '\nDefaults take about 4 minutes. Exit code 0 when no key diverges; the targets are reported, not enforced.');
 
@@ -55,6 +56,7 @@ interface Options {
   measure: number;
   cut: number;
   keys: number;
+  fallbackBehind: number;
   portBase: number;
 }
 
@@ -100,7 +102,7 @@ export async function runWan(opts: Options, layout: StackLayout = stackLayout(un
     const proxy = new LatencyProxyProcess({ targetPort: layout.mariadb.port, delayMs: opts.rtt / 2 });
     await proxy.start();
     cleanups.push(() => proxy.stop());
-    const replica = await startReplica(layout, { name: 'wan-replica', port: layout.mariadb.port + 3, serverId: 3, masterPort: proxy.port, extraArgs: ['--slave-parallel-mode=optimistic', '--slave-parallel-threads=8', '--slave-net-timeout=10'] });
+    const replica = await startReplica(layout, { name: 'wan-replica', port: layout.mariadb.port + 3, serverId: 3, masterPort: proxy.port, extraArgs: ['--slave-parallel-mode=optimistic', '--slave-parallel-threads=8', '--slave-net-timeout=10'], connectRetryS: 1 });
     cleanups.push(() => replica.stop());
     const westRedis = { ...layout.redis, port: opts.portBase + 90, dir: path.join(layout.dir, 'wan', 'redis'), confFile: path.join(layout.dir, 'wan', 'redis', 'redis.conf'), pidFile: path.join(layout.dir, 'wan', 'redis', 'redis.pid'), logFile: path.join(layout.dir, 'wan', 'redis', 'redis.log') };
     await startRedis({ ...layout, redis: westRedis });
@@ -114,7 +116,7 @@ export async function runWan(opts: Options, layout: StackLayout = stackLayout(un
       partitions: 1,
       sites: {
         east: { redis: { ...base.redis, prefix: `wan-${runId}-east` }, datacenters: ['east'] },
-        west: { redis: { ...base.redis, port: westRedis.port, prefix: `wan-${runId}-west` }, source: { host: '127.0.0.1', port: replica.inst.port }, datacenters: ['west'] },
+        west: { redis: { ...base.redis, port: westRedis.port, prefix: `wan-${runId}-west` }, source: { host: '127.0.0.1', port: replica.inst.port, fallbackBehind: opts.fallbackBehind, primary: { host: '127.0.0.1', port: proxy.port } }, datacenters: ['west'] },
       },
     };
     const installer = await connectMysql(config.mysql, { database: false });

@@ -137,7 +137,24 @@ export const siteSchema = z.strictObject({
    * log_slave_updates) or the primary across the WAN. Default: `mysql`'s host and port (the
    * primary). Accounts and schema are `mysql`'s (they replicate).
    */
-  source: z.strictObject({ host: z.string().min(1), port: port.default(3306) }).optional(),
+  source: z
+    .strictObject({
+      host: z.string().min(1),
+      port: port.default(3306),
+      /**
+       * A replica this many transactions or more behind the primary (cut off, restarting, slow
+       * to apply a backlog) is bypassed: once the tailer has read what the replica has, it reads
+       * the primary's binlog instead, and goes back to the replica when the replica holds
+       * everything it has read (docs/decisions/0024). 0: always the replica.
+       */
+      fallbackBehind: nonNegativeInt.default(10_000),
+      /**
+       * How this site reaches the primary for that fallback, when not at `mysql`'s host and
+       * port (a name that resolves only in the primary's site, a tunnel). Default: `mysql`'s.
+       */
+      primary: z.strictObject({ host: z.string().min(1), port: port.default(3306) }).optional(),
+    })
+    .optional(),
   /** The data centers of this site (each named under `datacenters`, each in one site only). */
   datacenters: z.array(datacenterName).min(1, 'a site needs at least one data center'),
   /**
@@ -199,6 +216,8 @@ export const tailerSchema = z.strictObject({
    * silently: reconnect (ms).
    */
   stallTimeoutMs: positiveInt.default(10_000),
+  /** A site reading a replica: how often the replica's and the primary's binlog ends are compared (ms). */
+  sourceCheckMs: positiveInt.default(1_000),
 });
 
 export const workerSchema = z.strictObject({

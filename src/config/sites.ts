@@ -18,23 +18,35 @@ export interface Site {
   source: MysqlConfig;
   /** Its active tailer removes expired keys from the registry. */
   sweepsRegistry: boolean;
+  /**
+   * A site whose `source` is another address than `mysql`'s: the primary (with the site's
+   * server_id), read instead while the source is `behindTransactions` or more behind it (0:
+   * never). Absent when the site reads `mysql`.
+   */
+  fallback?: { primary: MysqlConfig; behindTransactions: number };
 }
 
 /** Every site, in the order of the config. */
 export function sitesOf(config: ResolvedConfig): Site[] {
   if (!config.sites) return [{ name: DEFAULT_SITE, config, source: config.mysql, sweepsRegistry: true }];
-  return Object.entries(config.sites).map(([name, s], i) => ({
-    name,
-    config: {
-      ...config,
-      redis: s.redis,
-      datacenters: Object.fromEntries(s.datacenters.map((dc) => [dc, config.datacenters[dc]!])),
-      site: name,
-    },
+  return Object.entries(config.sites).map(([name, s], i) => {
     // Its own server_id too: two binlog readers with one id make the server drop the older one.
-    source: { ...config.mysql, ...(s.source ? { host: s.source.host, port: s.source.port } : {}), serverId: config.mysql.serverId + i },
-    sweepsRegistry: s.sweepRegistry ?? i === 0,
-  }));
+    const primary = { ...config.mysql, serverId: config.mysql.serverId + i };
+    const source = s.source ? { ...primary, host: s.source.host, port: s.source.port } : primary;
+    const elsewhere = source.host !== primary.host || source.port !== primary.port;
+    return {
+      name,
+      config: {
+        ...config,
+        redis: s.redis,
+        datacenters: Object.fromEntries(s.datacenters.map((dc) => [dc, config.datacenters[dc]!])),
+        site: name,
+      },
+      source,
+      sweepsRegistry: s.sweepRegistry ?? i === 0,
+      ...(elsewhere && s.source ? { fallback: { primary: { ...primary, ...s.source.primary }, behindTransactions: s.source.fallbackBehind } } : {}),
+    };
+  });
 }
 
 /** The site a data center belongs to. */

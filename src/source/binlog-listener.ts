@@ -106,9 +106,12 @@ export class BinlogListener extends EventEmitter<BinlogListenerEvents> {
   private restartTimer: NodeJS.Timeout | undefined;
   private watchdog: NodeJS.Timeout | undefined;
   private generation = 0;
+  /** The server read now (`opts.mysql`, until switchSource). */
+  private source: MysqlConfig;
 
   constructor(private readonly opts: BinlogListenerOptions) {
     super();
+    this.source = opts.mysql;
     this.backoffMs = opts.reconnectInitialMs;
     this.chunkRows = opts.chunkRows ?? 5_000;
   }
@@ -125,9 +128,32 @@ export class BinlogListener extends EventEmitter<BinlogListenerEvents> {
     this.connect();
   }
 
+  /**
+   * Reads another server's binlog from now on (the same history: a replica logging the
+   * primary's GTIDs). Reconnects at once at the position of the last transaction handed over;
+   * the transaction arriving now is dropped and arrives again whole, as after any reconnect.
+   */
+  switchSource(source: MysqlConfig): void {
+    this.source = source;
+    if (this.stopped) return;
+    clearTimeout(this.restartTimer);
+    clearInterval(this.watchdog);
+    const z = this.zongji;
+    this.zongji = undefined;
+    this.generation++;
+    z?.stop();
+    this.backoffMs = this.opts.reconnectInitialMs;
+    this.connect();
+  }
+
+  /** `host:port` of the server read now. */
+  get server(): string {
+    return `${this.source.host}:${this.source.port}`;
+  }
+
   private connect(): void {
     const gen = ++this.generation;
-    const { mysql } = this.opts;
+    const mysql = this.source;
     const z = new ZongJi({
       host: mysql.host,
       port: mysql.port,
@@ -154,7 +180,7 @@ export class BinlogListener extends EventEmitter<BinlogListenerEvents> {
 
     z.on('ready', () => {
       if (gen !== this.generation) return;
-      this.opts.logger.info({ from, source: `${this.opts.mysql.host}:${this.opts.mysql.port}`, server: z.serverVersion }, 'binlog stream ready');
+      this.opts.logger.info({ from, source: `${mysql.host}:${mysql.port}`, server: z.serverVersion }, 'binlog stream ready');
       if (this.paused) z.connection?.pause();
       this.emit('ready', from);
     });
@@ -224,7 +250,7 @@ export class BinlogListener extends EventEmitter<BinlogListenerEvents> {
       case 'deleterows': {
         const e = event as RowsEvent & { rows: unknown[] };
         const table = e.tableMap[e.tableId];
-        if (!table || table.tableName !== this.opts.table || table.parentSchema !== this.opts.mysql.database) return;
+        if (!table || table.tableName !== this.opts.table || table.parentSchema !== this.source.database) return;
         const cur = (this.current ??= { rows: [], gtid: event.gtid });
         const timeSec = Math.floor(event.timestamp / 1000);
         if (name === 'writerows') {
@@ -316,7 +342,7 @@ export class BinlogListener extends EventEmitter<BinlogListenerEvents> {
       void this.sourceIsBehind().then((behind) => {
         if (this.stopped || gen !== this.generation) return;
         if (!behind) return this.purged(err);
-        this.opts.logger.warn({ from: this.resumeFrom, source: `${this.opts.mysql.host}:${this.opts.mysql.port}`, retryInMs: this.backoffMs }, 'the source has not reached the checkpoint yet (a replica behind the server the checkpoint came from): waiting for it to catch up');
+        this.opts.logger.warn({ from: this.resumeFrom, source: this.server, retryInMs: this.backoffMs }, 'the source has not reached the checkpoint yet (a replica behind the server the checkpoint came from): waiting for it to catch up');
         this.retryLater();
       });
       return;
@@ -328,7 +354,8 @@ export class BinlogListener extends EventEmitter<BinlogListenerEvents> {
   private async sourceIsBehind(): Promise<boolean> {
     if (!this.resumeFrom.gtidSet) return false;
     try {
-      const conn = await mysql.createConnection({ host: this.opts.mysql.host, port: this.opts.mysql.port, user: this.opts.mysql.user, password: this.opts.mysql.password ?? '', connectTimeout: this.opts.mysql.connectTimeoutMs });
+      const src = this.source;
+      const conn = await mysql.createConnection({ host: src.host, port: src.port, user: src.user, password: src.password ?? '', connectTimeout: src.connectTimeoutMs });
       try {
         const at = await currentBinlogPosition(conn);
         return serverIsBehind(this.resumeFrom, at);
@@ -358,7 +385,7 @@ export class BinlogListener extends EventEmitter<BinlogListenerEvents> {
   private onConnectionError(err: Error & { code?: string; errno?: number }): void {
     if (/same server_uuid\/server_id is already connected/i.test(err.message)) {
       this.opts.logger.error(
-        { serverId: this.opts.mysql.serverId },
+        { serverId: this.source.serverId },
         'another binlog reader is connected with the same server_id: give each mcrepl deployment (and every replica) its own mysql.serverId',
       );
     }

@@ -25,6 +25,8 @@ export interface Checkpoint {
   savedAt: number;
   /** Binlog time (unix s) of the last transaction it covers: how old the source's data is (status). */
   sourceTimeSec?: number;
+  /** `host:port` of the server whose binlog the tailer was reading (status: a site's replica or, while it is far behind, the primary). */
+  source?: string;
 }
 
 export interface CheckpointStore {

@@ -58,7 +58,11 @@ export function filtersDropping(filters: Partial<Record<'doDb' | 'ignoreDb' | 'd
   return found;
 }
 
-export async function preflight(conn: Connection, opts: { database: string; serverId: number; table?: string; replica?: boolean }): Promise<PreflightResult> {
+/**
+ * `replica`: the server is a site's `source`, so it may be a replica: it gets a replica's checks
+ * too, unless its server_id is `primaryServerId` (the primary itself, under another address).
+ */
+export async function preflight(conn: Connection, opts: { database: string; serverId: number; table?: string; replica?: boolean; primaryServerId?: string }): Promise<PreflightResult> {
   const table = opts.table ?? 'mc_storage';
   const problems: string[] = [];
   const warnings: string[] = [];
@@ -154,7 +158,7 @@ export async function preflight(conn: Connection, opts: { database: string; serv
       warnings.push(`cannot see a trigger on \`${opts.database}\`.\`${table}\` (none, or this account may not see triggers): without it the key registry is not kept; make sure \`mcrepl schema install\` ran`);
     }
   }
-  if (opts.replica) await replicaChecks(conn, { ...opts, table, isMariaDb, cnf }, problems, warnings);
+  if (opts.replica && (opts.primaryServerId === undefined || serverId !== opts.primaryServerId)) await replicaChecks(conn, { ...opts, table, isMariaDb, cnf }, problems, warnings);
   return { serverVersion, isMariaDb, problems, warnings };
 }
 

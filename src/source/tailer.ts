@@ -18,7 +18,7 @@
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { ResolvedConfig } from '../config/schema.js';
+import type { MysqlConfig, ResolvedConfig } from '../config/schema.js';
 import { RedisRestartDetector, connectRedis, redisReady } from '../coordination/redis.js';
 import { Lease, sleep } from '../coordination/lease.js';
 import { Lifecycle, type LifecycleState } from '../coordination/lifecycle.js';
@@ -34,6 +34,7 @@ import type { Logger } from '../observability/logger.js';
 import { BinlogListener, type BinlogRow, type BinlogRowChunk, type BinlogTransaction } from './binlog-listener.js';
 import { RedisCheckpointStore, describePosition, type Checkpoint, type CheckpointStore, type Position } from './checkpoint-store.js';
 import { assertPreflight, preflight } from './preflight.js';
+import { SourceChooser } from './source-chooser.js';
 import { currentBinlogPosition } from './position.js';
 import { connectMysql } from '../registry/mysql.js';
 import { mysqlFor } from '../registry/accounts.js';
@@ -78,6 +79,11 @@ export interface TailerOptions {
   checkpointStore?: CheckpointStore;
   /** The binlog is a replica's (a site's `source`): preflight checks what a replica must do too. */
   replicaSource?: boolean;
+  /**
+   * The site reads a server other than the primary: the primary, read instead while that
+   * server is `behindTransactions` or more behind it (0: never; src/source/source-chooser.ts).
+   */
+  fallback?: { primary: MysqlConfig; behindTransactions: number };
 }
 
 export class Tailer extends EventEmitter<TailerEvents> {
@@ -89,6 +95,8 @@ export class Tailer extends EventEmitter<TailerEvents> {
   private readonly producer: FanoutProducer;
   private readonly deadLetters: DeadLetterStore;
   private readonly listener: BinlogListener;
+  /** A site reading a replica: switches to the primary while the replica is far behind. */
+  private readonly chooser: SourceChooser | undefined;
   private readonly datacenters: string[];
   private readonly abort = new AbortController();
   private readonly life: Lifecycle;
@@ -153,6 +161,23 @@ export class Tailer extends EventEmitter<TailerEvents> {
     this.listener.on('ready', () => this.abandonOpen());
     this.listener.on('fatal', (err) => this.fail(err));
     this.lease.on('lost', (err) => this.fail(err));
+    const fb = opts.fallback;
+    if (fb && fb.behindTransactions > 0) {
+      this.chooser = new SourceChooser({
+        replica: mysqlFor(config.mysql, 'tailer'),
+        primary: mysqlFor(fb.primary, 'tailer'),
+        behindTransactions: fb.behindTransactions,
+        checkMs: config.tailer.sourceCheckMs,
+        logger: this.logger,
+        read: () => this.listener.position,
+      });
+      this.chooser.on('switch', (_role, source) => this.listener.switchSource(source));
+    }
+  }
+
+  /** `host:port` of the server whose binlog is read now. */
+  get source(): string {
+    return this.listener.server;
   }
 
   get state(): TailerState {
@@ -175,7 +200,8 @@ export class Tailer extends EventEmitter<TailerEvents> {
       const conn = await this.connectWithRetry();
       let saved: Checkpoint | null;
       try {
-        const result = await preflight(conn, { database: this.config.mysql.database, serverId: this.config.mysql.serverId, table: STORAGE_TABLE, replica: this.opts.replicaSource === true });
+        const primaryServerId = this.opts.fallback ? await this.serverIdOf(this.opts.fallback.primary) : undefined;
+        const result = await preflight(conn, { database: this.config.mysql.database, serverId: this.config.mysql.serverId, table: STORAGE_TABLE, replica: this.opts.replicaSource === true, ...(primaryServerId !== undefined ? { primaryServerId } : {}) });
         for (const w of result.warnings) this.logger.warn(w);
         assertPreflight(result);
         await recordTopology(this.redis, this.keys, { partitions: this.config.partitions, datacenters: this.datacenters }, this.logger);
@@ -208,11 +234,27 @@ export class Tailer extends EventEmitter<TailerEvents> {
       this.life.set('running');
       this.listener.start(from);
       await ready;
+      this.chooser?.start();
     } catch (err) {
       if (this.abort.signal.aborted) throw err; // closed while starting: close() finishes the job
       await this.teardown();
       this.life.set('failed');
       throw err;
+    }
+  }
+
+  /** The server_id of the primary (is the source the primary under another address?); undefined when it does not answer. */
+  private async serverIdOf(primary: MysqlConfig): Promise<string | undefined> {
+    try {
+      const conn = await withTimeout(connectMysql(mysqlFor(primary, 'tailer'), { database: false }), 5_000, 'connecting to the primary');
+      try {
+        const [rows] = await withTimeout(conn.query('SELECT @@server_id AS id'), 5_000, 'asking the primary its server_id');
+        return String((rows as { id: unknown }[])[0]?.id);
+      } finally {
+        await conn.end().catch(() => undefined);
+      }
+    } catch {
+      return undefined;
     }
   }
 
@@ -466,7 +508,7 @@ export class Tailer extends EventEmitter<TailerEvents> {
         let out: (typeof this.unsaved)[number] | undefined;
         while (this.unsaved.length > 0 && (oldestHeld === undefined || this.unsaved[0]!.batchNo < oldestHeld)) out = this.unsaved.shift();
         if (out) {
-          const cp: Checkpoint = { position: out.position, txnSeq: out.txnSeq, epoch: this.epoch, savedAt: Date.now(), ...(out.sourceTimeSec !== undefined ? { sourceTimeSec: out.sourceTimeSec } : {}) };
+          const cp: Checkpoint = { position: out.position, txnSeq: out.txnSeq, epoch: this.epoch, savedAt: Date.now(), source: this.source, ...(out.sourceTimeSec !== undefined ? { sourceTimeSec: out.sourceTimeSec } : {}) };
           await this.persist('save checkpoint', () => this.store.save(cp));
           this.lastSaveAt = cp.savedAt;
           this.stats.lastCheckpoint = cp;
@@ -597,6 +639,7 @@ export class Tailer extends EventEmitter<TailerEvents> {
     this.tornDown = true;
     clearTimeout(this.lingerTimer);
     clearTimeout(this.checkpointTimer);
+    await this.chooser?.stop();
     await this.listener.stop();
     if (this.flushing) await this.flushing.catch(() => undefined);
     await this.lease.release();

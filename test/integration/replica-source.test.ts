@@ -2,7 +2,8 @@
  * A site whose tailer reads a MariaDB replica of the primary (log_slave_updates), as a site far
  * from the primary does: preflight checks what a replica must do, the pipeline applies what the
  * primary committed, and the site's source is switched by GTID under writes (replica → primary
- * → replica) without losing anything or applying anything out of order.
+ * → replica) without losing anything or applying anything out of order: by hand (a restart on
+ * another source), and by the tailer itself while the replica is far behind (fallbackBehind).
  *
  * The replica is a private mariadbd (port base+2, data under .stack/mariadb-replica, started
  * empty for each run) replicating from the stack's MariaDB from its current GTID position, so
@@ -16,7 +17,7 @@ import { connectMysql } from '../../src/registry/mysql.js';
 import { preflight } from '../../src/source/preflight.js';
 import { check } from '../../scripts/harness.js';
 import { startReplica, type Replica } from '../../scripts/replica.js';
-import { McreplProcess, writeConfigFile } from '../helpers/cli.js';
+import { mcrepl, McreplProcess, writeConfigFile } from '../helpers/cli.js';
 import { createTestEnv, layout, type TestEnv } from '../helpers/env.js';
 import { watchForRegressions } from '../helpers/regression-watcher.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -37,15 +38,26 @@ after(async () => {
   await replica?.stop();
 });
 
+let workersStarted = false;
+/** The worker groups of both data centers, once for the file's tests (they serve the same Redis). */
+async function startWorkers(file: string): Promise<void> {
+  if (workersStarted) return;
+  workersStarted = true;
+  const workers = [new McreplProcess(['-c', file, 'worker', 'east']), new McreplProcess(['-c', file, 'worker', 'west'])];
+  cleanup.push(async () => void workers.forEach((w) => w.kill('SIGKILL')));
+  for (const w of workers) await w.waitForOutput(/"msg":"mcrepl ready"/);
+}
+
 /** The replica has applied everything the primary committed so far. */
 async function replicaCaughtUp(): Promise<void> {
   assert.ok(await replica.caughtUp(30_000), 'the replica to apply what the primary committed');
 }
 
 /** The pipeline's config as one site whose tailer reads MySQL on `port` (the replica, or the primary). */
-const siteOn = (config: ResolvedConfig, port: number): ResolvedConfig => ({
+const siteOn = (config: ResolvedConfig, port: number, fallbackBehind = 0): ResolvedConfig => ({
   ...config,
-  sites: { main: { redis: config.redis, source: { host: '127.0.0.1', port }, datacenters: Object.keys(config.datacenters) } },
+  tailer: { ...config.tailer, sourceCheckMs: 200 },
+  sites: { main: { redis: config.redis, source: { host: '127.0.0.1', port, fallbackBehind }, datacenters: Object.keys(config.datacenters) } },
 });
 
 test('preflight of a replica source: what it must do, each with its fix', async () => {
@@ -70,13 +82,26 @@ test('preflight of a replica source: what it must do, each with its fix', async 
   }
 });
 
+test('the primary itself as a site\'s source, under another address: no replica checks when its server_id is the primary\'s', async () => {
+  const c = await connectMysql(mysqlFor(env.config.mysql, 'tailer'));
+  try {
+    const [rows] = await c.query('SELECT @@server_id AS id, @@log_slave_updates AS lsu');
+    const { id, lsu } = (rows as { id: number; lsu: number }[])[0]!;
+    assert.equal(Number(lsu), 0, 'the stack primary does not log what it replicates');
+    const asReplica = await preflight(c, { database: env.config.mysql.database, serverId: env.config.mysql.serverId, replica: true });
+    assert.match(asReplica.problems.join('\n'), /log_slave_updates is OFF/);
+    const asPrimary = await preflight(c, { database: env.config.mysql.database, serverId: env.config.mysql.serverId, replica: true, primaryServerId: String(id) });
+    assert.deepEqual(asPrimary.problems, []);
+  } finally {
+    await c.end();
+  }
+});
+
 test("a site's tailer switched by GTID from the replica to the primary and back, under writes: nothing lost, nothing out of order", { timeout: 240_000 }, async () => {
   await env.sql.query("CALL create_namespace(80, 'replica')");
   await replicaCaughtUp();
   const file = writeConfigFile(siteOn(env.config, replica.inst.port));
-  const workers = [new McreplProcess(['-c', file, 'worker', 'east']), new McreplProcess(['-c', file, 'worker', 'west'])];
-  cleanup.push(async () => void workers.forEach((w) => w.kill('SIGKILL')));
-  for (const w of workers) await w.waitForOutput(/"msg":"mcrepl ready"/);
+  await startWorkers(file);
 
   // A steady stream of sets, each key's value growing, while the source changes twice.
   const keys = Array.from({ length: 200 }, (_, i) => env.key(`r${i}`));
@@ -152,4 +177,63 @@ test('pointed at a replica that is behind its checkpoint, the tailer waits for i
   } finally {
     await replica.root.query('START SLAVE').catch(() => undefined);
   }
+});
+
+test('a replica far behind the primary: the tailer reads the primary meanwhile and goes back to the replica once it caught up, nothing lost or out of order', { timeout: 180_000 }, async () => {
+  await env.sql.query("CALL create_namespace(81, 'fallback')");
+  await replicaCaughtUp();
+  const file = writeConfigFile(siteOn(env.config, replica.inst.port, 50));
+  await startWorkers(file);
+  const tailer = new McreplProcess(['-c', file, 'tailer']);
+  cleanup.push(async () => tailer.kill('SIGKILL'));
+  await tailer.waitForOutput(/"msg":"mcrepl ready"/, 30_000);
+  await tailer.waitForOutput(new RegExp(`"source":"127.0.0.1:${replica.inst.port}".*"msg":"binlog stream ready"`), 30_000);
+
+  const keys = Array.from({ length: 100 }, (_, i) => env.key(`f${i}`));
+  const watcher = watchForRegressions(env.servers, keys.slice(0, 30), (v) => Number(v), 5);
+  let writing = true;
+  let written = 0;
+  const writer = (async () => {
+    for (let i = 1; writing; i++) {
+      await env.sql.query('CALL set_key(81, ?, ?, 0)', [keys[i % keys.length]!, String(i)]);
+      written = i;
+    }
+  })();
+  const applied = async (n: number) => (await env.readEverywhere(keys[n % keys.length]!)).every((v) => Number(v?.toString()) >= n);
+  try {
+    await waitFor(async () => written > 100 && (await applied(100)), { timeoutMs: 30_000, message: 'writes applied through the replica' });
+
+    // The replica stops applying: the site would stand still; the tailer reads the primary.
+    await replica.root.query('STOP SLAVE');
+    await tailer.waitForOutput(/"msg":"the replica is far behind the primary: reading the primary until it catches up"/, 30_000);
+    await tailer.waitForOutput(new RegExp(`"source":"127.0.0.1:${env.config.mysql.port}".*"msg":"binlog stream ready"`), 30_000);
+    const during = written;
+    await waitFor(async () => written > during + 200 && (await applied(during + 200)), { timeoutMs: 30_000, message: 'writes applied while the replica stands still' });
+    // status says which server the site reads now, and that the source is not the replica's.
+    const st = await mcrepl(['-c', file, 'status', '--json']);
+    const report = JSON.parse(st.stdout) as { sites: { source: { server: string; reading: string | null } }[] };
+    assert.deepEqual([report.sites[0]?.source.server, report.sites[0]?.source.reading], [`127.0.0.1:${replica.inst.port}`, `127.0.0.1:${env.config.mysql.port}`], st.stdout);
+    assert.match((await mcrepl(['-c', file, 'status'])).stdout, /reading the primary 127\.0\.0\.1:\d+ while it is far behind/);
+
+    // The replica applies again: once it has what the tailer read, the tailer reads it again.
+    const stream = tailer.stdout.length;
+    await replica.root.query('START SLAVE');
+    await tailer.waitForOutput(/"msg":"the replica has caught up: reading it again"/, 60_000);
+    await waitFor(async () => new RegExp(`"source":"127.0.0.1:${replica.inst.port}".*"msg":"binlog stream ready"`).test(tailer.stdout.slice(stream)), { timeoutMs: 30_000, message: 'the stream reopened on the replica' });
+    const back = written;
+    await waitFor(async () => written > back + 200 && (await applied(back + 200)), { timeoutMs: 30_000, message: 'writes applied through the replica again' });
+  } finally {
+    writing = false;
+    await writer;
+  }
+  await waitFor(async () => applied(written), { timeoutMs: 60_000, message: 'the last write applied everywhere' });
+  const w = await watcher.stop();
+  assert.deepEqual(w.regressions, [], 'no key ever went back to an older value on any server');
+  assert.doesNotMatch(tailer.stdout, /"level":50/, 'no error while switching');
+  const admin = mysqlFor(env.config.mysql, 'admin');
+  const result = await check({ host: admin.host, port: admin.port, user: admin.user, password: admin.password ?? '', database: admin.database }, env.servers, [], { nsId: 81 });
+  assert.equal(result.divergent.size, 0, `divergent keys: ${JSON.stringify([...result.divergent.values()].slice(0, 3))}`);
+  await tailer.kill('SIGTERM');
+  const { code } = await tailer.exited;
+  assert.equal(code, 0, tailer.stderr);
 });

@@ -47,6 +47,15 @@ test('each site gets its own Redis (the rest inherited), its data centers, its s
   assert.deepEqual([east!.source.serverId, west!.source.serverId], [1000, 1001]);
   assert.deepEqual([east!.sweepsRegistry, west!.sweepsRegistry], [true, false], 'only the first site sweeps the registry');
   assert.equal(siteOfDatacenter(config, 'west').name, 'west');
+  assert.equal(east!.fallback, undefined, 'a site reading the primary has nothing to fall back to');
+  assert.deepEqual([west!.fallback?.primary.host, west!.fallback?.primary.serverId, west!.fallback?.behindTransactions], ['primary', 1001, 10_000], "the primary with the site's server_id; the default bound");
+});
+
+test("a site's fallback to the primary: its bound, off with 0, and the primary's address as this site reaches it", () => {
+  const [, west] = sitesOf(load(TWO.replace('source: { host: replica-west }', 'source: { host: replica-west, fallbackBehind: 500, primary: { host: primary.wan, port: 3307 } }')));
+  assert.deepEqual([west!.fallback?.primary.host, west!.fallback?.primary.port, west!.fallback?.behindTransactions], ['primary.wan', 3307, 500]);
+  const [, off] = sitesOf(load(TWO.replace('source: { host: replica-west }', 'source: { host: replica-west, fallbackBehind: 0 }')));
+  assert.equal(off!.fallback?.behindTransactions, 0);
 });
 
 test('without sites: one site, the config as it is', () => {

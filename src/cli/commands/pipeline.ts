@@ -29,8 +29,10 @@ function tailer(ctx: Context, site: Site, resetCheckpoint: boolean): ComponentSp
     create: (attempt) => {
       // A replacement never resets again: it resumes from what its predecessor saved. It reads
       // the binlog of its site's source.
-      const replicaSource = site.source.host !== ctx.config.mysql.host || site.source.port !== ctx.config.mysql.port;
-      const t = new Tailer({ ...site.config, mysql: site.source }, { logger: logger.child({ c: 'tailer' }), resetCheckpoint: resetCheckpoint && attempt === 0, replicaSource });
+      const t = new Tailer(
+        { ...site.config, mysql: site.source },
+        { logger: logger.child({ c: 'tailer' }), resetCheckpoint: resetCheckpoint && attempt === 0, replicaSource: site.fallback !== undefined, ...(site.fallback ? { fallback: site.fallback } : {}) },
+      );
       // The active tailer (of one site) also removes expired keys from the registry, on the
       // primary (decision 0018).
       if (site.sweepsRegistry) sweepWhileRunning(t, new RegistrySweeper(mysqlFor(ctx.config.mysql, 'tailer'), ctx.config.registry, logger.child({ c: 'registry-sweeper' })));

@@ -46,8 +46,13 @@ export interface RedisReport {
 
 /** Where a site's tailer reads the binlog, and how far its checkpoint is behind the primary. */
 export interface SourceReport {
-  /** `host:port` of the MySQL server the tailer reads. */
+  /** `host:port` of the site's configured source (the primary, or a replica). */
   server: string;
+  /**
+   * `host:port` of the server the tailer was reading at its last checkpoint: the source, or the
+   * primary while a replica source is far behind (docs/decisions/0024). Null: no checkpoint.
+   */
+  reading: string | null;
   /** Transactions the primary has that the checkpoint does not (GTIDs only; null: unknown). */
   transactionsBehind: number | null;
   /** Age of the newest transaction the checkpoint covers, while behind (0 when not; null: unknown). */
@@ -100,7 +105,8 @@ async function primaryPosition(ctx: Context): Promise<Position | null> {
 function sourceReport(site: Site, cp: Checkpoint | null, primary: Position | null): SourceReport {
   const behind = cp && primary ? transactionsBehind(primary, cp.position) : null;
   const age = cp?.sourceTimeSec !== undefined ? Math.max(0, Date.now() / 1000 - cp.sourceTimeSec) : null;
-  return { server: `${site.source.host}:${site.source.port}`, transactionsBehind: behind, secondsBehind: behind === null ? null : behind === 0 ? 0 : age };
+  const server = `${site.source.host}:${site.source.port}`;
+  return { server, reading: cp ? (cp.source ?? server) : null, transactionsBehind: behind, secondsBehind: behind === null ? null : behind === 0 ? 0 : age };
 }
 
 export async function collectStatus(site: Site, primary: Promise<Position | null>): Promise<StatusReport> {
@@ -196,7 +202,8 @@ function formatReport(r: StatusReport): string[] {
   const via = rd.sentinelName ? ` of '${rd.sentinelName}' per Sentinel` : '';
   const src = r.source;
   const behind = !cp ? 'no checkpoint yet' : src.transactionsBehind === null ? 'how far behind the primary is unknown (no GTIDs, or the primary did not answer)' : src.transactionsBehind === 0 ? 'up to date with the primary' : `${src.transactionsBehind} transaction${src.transactionsBehind === 1 ? '' : 's'} behind the primary${src.secondsBehind !== null ? ` (${src.secondsBehind.toFixed(1)} s)` : ''}`;
-  lines.push(`source        ${src.server}, ${behind}`);
+  const reading = src.reading && src.reading !== src.server ? ` (reading the primary ${src.reading} while it is far behind)` : '';
+  lines.push(`source        ${src.server}${reading}, ${behind}`);
   lines.push(`redis         ${rd.server ?? '?'} (${role}${via}, ${rd.replicas} replica${rd.replicas === 1 ? '' : 's'}, run_id ${rd.runId?.slice(0, 12) ?? '?'})`);
   lines.push(`checkpoint    ${cp ? `${describePosition(cp.position)}, op #${cp.txnSeq}, saved ${(cp.ageMs / 1000).toFixed(1)} s ago` : 'none (the tailer has not run yet)'}`);
   lines.push(`tailer        ${r.tailer ? `active: ${r.tailer}` : 'none holds the lease (not running)'}`);

@@ -23,6 +23,18 @@
  *   memcached-stop  SIGSTOP of one memcached server for 3 client timeouts, then SIGCONT
  *   dc-outage       every memcached server of one data center stopped (SIGSTOP) for a minute
  *
+ * With `--sites`, the data centers are in two sites (scripts/two-sites.ts): `east` reads the
+ * primary through the stack's Redis; `west` has a Redis of its own and reads a MariaDB replica
+ * of the primary that replicates through a WAN link (a latency proxy) the run can cut. Each site
+ * has its own pair of tailers; the tailer, tailer-stop and redis faults pick a site. Three
+ * more kinds:
+ *
+ *   wan-cut         the link between the sites carries nothing for 3-8 s, then heals
+ *   replica         kill -9 of west's replica, restarted (replication resumes where it was)
+ *   replica-stop    the replica stops applying until west's tailer reads the primary instead
+ *                   (fallbackBehind 500), then goes on; a tailer that does not switch within
+ *                   30 s is a PROBLEM
+ *
  * Every kind is injected once (in random order) before any is repeated, even if that takes a
  * little past the duration. The active tailer or worker group is the lease holder in Redis. The
  * workload starts only once the tailer has saved its first checkpoint (before that, writes would
@@ -42,7 +54,8 @@ import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import mysql, { type Connection } from 'mysql2/promise';
 import { loadConfig } from '../src/config/load.js';
-import type { ResolvedConfig } from '../src/config/schema.js';
+import type { RedisConfig, ResolvedConfig } from '../src/config/schema.js';
+import { siteOfDatacenter, sitesOf } from '../src/config/sites.js';
 import { withRedis } from '../src/coordination/redis.js';
 import { RedisKeys } from '../src/fanout/redis-keys.js';
 import { connectMysql } from '../src/registry/mysql.js';
@@ -51,6 +64,7 @@ import { mysqlFor } from '../src/registry/accounts.js';
 import { writeConfigFile } from '../test/helpers/cli.js';
 import { MemcachedTextClient } from './memcached-text.js';
 import { check, mcreplStatus, Proc, sleep, waitForLog } from './harness.js';
+import { startWestSite, type WestSite } from './two-sites.js';
 import {
   down,
   killMariadb,
@@ -103,6 +117,7 @@ const program = new Command()
   .option('--no-bulk', 'no bulk transactions')
   .option('--port-base <port>', 'first port of the private stack', count, 23400)
   .option('--keep-stack', 'leave the private stack running afterwards')
+  .option('--sites', "two sites: west with its own Redis, reading a replica of the primary across a WAN link that the run cuts (more fault kinds: wan-cut, replica, replica-stop)")
   .addHelpText(
     'after',
     '\nExit codes: 0 no divergent key; 1 divergent keys or the pipeline did not drain; 2 bad usage.\n' +
@@ -122,6 +137,7 @@ interface Options {
   seed?: string;
   portBase: number;
   keepStack?: boolean;
+  sites?: boolean;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -531,7 +547,9 @@ interface FaultRecord {
 }
 
 const FAULT_KINDS = ['tailer', 'tailer-stop', 'workers', 'workers-stop', 'redis', 'mariadb', 'memcached-kill', 'memcached-stop'] as const;
-type FaultKind = (typeof FAULT_KINDS)[number] | 'dc-outage';
+/** With --sites, as well. */
+const SITE_FAULT_KINDS = ['wan-cut', 'replica', 'replica-stop'] as const;
+type FaultKind = (typeof FAULT_KINDS)[number] | (typeof SITE_FAULT_KINDS)[number] | 'dc-outage';
 
 /** Roughly how long a fault takes (ms), so that every kind fits a short run. */
 function faultMs(kind: FaultKind, leaseTtlMs: number): number {
@@ -540,9 +558,22 @@ function faultMs(kind: FaultKind, leaseTtlMs: number): number {
     case 'workers-stop':
       return leaseTtlMs + 7_000;
     case 'mariadb':
+    case 'replica':
+    case 'wan-cut':
       return 6_000;
+    case 'replica-stop':
+      return 10_000;
     default:
       return 3_000;
+  }
+}
+
+/** What a file holds from byte `from` on ('' if it is gone). */
+function readFrom(file: string, from: number): string {
+  try {
+    return fs.readFileSync(file).subarray(from).toString();
+  } catch {
+    return '';
   }
 }
 
@@ -561,17 +592,29 @@ class Faults {
   readonly problems: string[] = [];
   /** Stopped pids, with how many suspensions hold each (a server stop inside a DC outage nests). */
   private readonly stopped = new Map<number, number>();
-  private readonly keys: RedisKeys;
 
   constructor(
     private readonly layout: StackLayout,
-    private readonly tailers: Proc[],
+    /** Each site's tailers (one active, the other standing by). */
+    private readonly tailers: Map<string, Proc[]>,
     /** Each data center's worker groups (one active, the others standing by). */
     private readonly workers: Map<string, Proc[]>,
     private readonly config: ResolvedConfig,
     private readonly random: () => number,
-  ) {
-    this.keys = new RedisKeys(config.redis.prefix);
+    /** With --sites: the second site, its replica and the WAN link. */
+    private readonly west?: WestSite,
+  ) {}
+
+  /** A site's Redis and key names. */
+  private siteRedis(name: string): { redis: RedisConfig; keys: RedisKeys; layout: StackLayout } {
+    const site = sitesOf(this.config).find((x) => x.name === name)!;
+    return { redis: site.config.redis, keys: new RedisKeys(site.config.redis.prefix), layout: name === 'west' && this.west ? this.west.redisLayout : this.layout };
+  }
+
+  /** A site at random (the only one without --sites, drawing nothing, so old seeds replay alike). */
+  private pickSite(): string {
+    const names = [...this.tailers.keys()];
+    return names.length === 1 ? names[0]! : names[Math.floor(this.random() * names.length)]!;
   }
 
   private record(kind: FaultKind, target: string, detail: string): void {
@@ -590,8 +633,8 @@ class Faults {
    * The owner of a lease in Redis (`host:pid:nonce`) and the ms it has left, or null (none, or
    * Redis not answering).
    */
-  private async owner(leaseKey: string): Promise<{ owner: string; pttl: number } | null> {
-    const get = withRedis(this.config.redis, 'chaos', async (r) => {
+  private async owner(redis: RedisConfig, leaseKey: string): Promise<{ owner: string; pttl: number } | null> {
+    const get = withRedis(redis, 'chaos', async (r) => {
       const [owner, pttl] = await Promise.all([r.get(leaseKey), r.pttl(leaseKey)]);
       return owner ? { owner, pttl } : null;
     }).catch(() => null);
@@ -605,10 +648,10 @@ class Faults {
    * up already (its event loop was blocked past the lease's validity) leaves its name in Redis
    * until the key expires, and pausing it then would test nothing.
    */
-  private async holder(leaseKey: string, procs: Proc[], timeoutMs: number, opts: { not?: string; renewedWithin?: { ttlMs: number; ms: number } } = {}): Promise<{ proc: Proc; owner: string } | undefined> {
+  private async holder(redis: RedisConfig, leaseKey: string, procs: Proc[], timeoutMs: number, opts: { not?: string; renewedWithin?: { ttlMs: number; ms: number } } = {}): Promise<{ proc: Proc; owner: string } | undefined> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const got = await this.owner(leaseKey);
+      const got = await this.owner(redis, leaseKey);
       const owner = got?.owner;
       const pid = owner ? Number(owner.split(':').at(-2)) : Number.NaN;
       const proc = procs.find((p) => p.pid === pid);
@@ -622,9 +665,12 @@ class Faults {
   async inject(kind: FaultKind, dcOutageMs: number): Promise<void> {
     switch (kind) {
       case 'tailer': {
-        const active = await this.holder(this.keys.tailerLease, this.tailers, 15_000);
-        const victim = active?.proc ?? this.tailers.find((t) => t.pid !== undefined);
-        if (!victim) return this.noneRunning(kind, 'tailer', this.tailers);
+        const name = this.pickSite();
+        const site = this.siteRedis(name);
+        const tailers = this.tailers.get(name)!;
+        const active = await this.holder(site.redis, site.keys.tailerLease, tailers, 15_000);
+        const victim = active?.proc ?? tailers.find((t) => t.pid !== undefined);
+        if (!victim) return this.noneRunning(kind, 'tailer', tailers);
         const pid = victim.pid;
         await victim.kill('SIGKILL');
         this.record(kind, victim.name, `kill -9 of the ${active ? 'active' : 'first running'} tailer (pid ${pid}); the standby takes over`);
@@ -635,7 +681,8 @@ class Faults {
       case 'workers': {
         const dc = this.pickDc();
         const procs = this.workers.get(dc)!;
-        const active = await this.holder(this.keys.workerLease(dc), procs, 15_000);
+        const site = this.siteRedis(siteOfDatacenter(this.config, dc).name);
+        const active = await this.holder(site.redis, site.keys.workerLease(dc), procs, 15_000);
         const victim = active?.proc ?? procs.find((p) => p.pid !== undefined);
         if (!victim) return this.noneRunning(kind, dc, procs);
         const pid = victim.pid;
@@ -646,20 +693,46 @@ class Faults {
         if (!this.halted) victim.start();
         return;
       }
-      case 'tailer-stop':
-        return this.stopActive(kind, 'tailer', this.tailers, this.keys.tailerLease, this.config.tailer.leaseTtlMs);
+      case 'tailer-stop': {
+        const name = this.pickSite();
+        const site = this.siteRedis(name);
+        return this.stopActive(kind, this.tailers.size > 1 ? `tailer ${name}` : 'tailer', this.tailers.get(name)!, site.redis, site.keys.tailerLease, this.config.tailer.leaseTtlMs);
+      }
       case 'workers-stop': {
         const dc = this.pickDc();
-        return this.stopActive(kind, dc, this.workers.get(dc)!, this.keys.workerLease(dc), this.config.worker.leaseTtlMs);
+        const site = this.siteRedis(siteOfDatacenter(this.config, dc).name);
+        return this.stopActive(kind, dc, this.workers.get(dc)!, site.redis, site.keys.workerLease(dc), this.config.worker.leaseTtlMs);
       }
       case 'redis': {
-        await killRedis(this.layout);
+        const name = this.pickSite();
+        const { layout } = this.siteRedis(name);
+        await killRedis(layout);
         const ms = this.pause();
-        this.record(kind, `127.0.0.1:${this.layout.redis.port}`, `kill -9, restarted from its AOF after ${(ms / 1000).toFixed(1)} s`);
+        this.record(kind, `${this.tailers.size > 1 ? `${name} ` : ''}127.0.0.1:${layout.redis.port}`, `kill -9, restarted from its AOF after ${(ms / 1000).toFixed(1)} s`);
         await sleep(ms);
-        if (!this.halted) await startRedis(this.layout);
+        if (!this.halted) await startRedis(layout);
         return;
       }
+      case 'wan-cut': {
+        const west = this.west!;
+        const ms = 3_000 + this.random() * 5_000;
+        await west.wan.cut();
+        await sleep(ms);
+        await west.wan.heal();
+        this.record(kind, 'east <-> west', `the WAN link (replication, and west's way to the primary) carried nothing for ${(ms / 1000).toFixed(1)} s, then healed`);
+        return;
+      }
+      case 'replica': {
+        const west = this.west!;
+        await west.replica.kill();
+        const ms = this.pause();
+        this.record(kind, `west 127.0.0.1:${west.replica.inst.port}`, `kill -9 of west's replica, restarted after ${(ms / 1000).toFixed(1)} s`);
+        await sleep(ms);
+        if (!this.halted) await west.replica.restart();
+        return;
+      }
+      case 'replica-stop':
+        return this.replicaStandsStill();
       case 'mariadb': {
         await killMariadb(this.layout.mariadb);
         const ms = this.pause();
@@ -705,10 +778,10 @@ class Faults {
    * is active: it must find its lease lost (and log it) before it writes anything, and go back to
    * standing by. Whether it wrote nothing after its successor is for the checker to tell.
    */
-  private async stopActive(kind: 'tailer-stop' | 'workers-stop', target: string, procs: Proc[], leaseKey: string, ttlMs: number): Promise<void> {
+  private async stopActive(kind: 'tailer-stop' | 'workers-stop', target: string, procs: Proc[], redis: RedisConfig, leaseKey: string, ttlMs: number): Promise<void> {
     const what = kind === 'tailer-stop' ? 'tailer' : 'worker group';
     // Renewed within the last half TTL (renewals come every third): it is the one at work.
-    const active = await this.holder(leaseKey, procs, 15_000, { renewedWithin: { ttlMs, ms: ttlMs / 2 } });
+    const active = await this.holder(redis, leaseKey, procs, 15_000, { renewedWithin: { ttlMs, ms: ttlMs / 2 } });
     if (!active) {
       this.record(kind, target, `skipped: no ${what} held the lease within 15 s`);
       return;
@@ -722,7 +795,7 @@ class Faults {
     let successor: { proc: Proc; owner: string } | undefined;
     let takeoverMs = 0;
     try {
-      successor = await this.holder(leaseKey, procs, ttlMs * 4 + 5_000, { not: owner });
+      successor = await this.holder(redis, leaseKey, procs, ttlMs * 4 + 5_000, { not: owner });
       takeoverMs = Date.now() - stoppedAt;
       // The successor works meanwhile; the stale one's view of the world grows older.
       if (successor) await sleep(2_000 + this.random() * 2_000);
@@ -748,6 +821,38 @@ class Faults {
       after = 'it found its lease lost and stands by';
     }
     this.record(kind, `${target} ${proc.name}`, `${head}: ${successor.proc.name} took over after ${(takeoverMs / 1000).toFixed(1)} s and went on; then SIGCONT: ${after}`);
+  }
+
+  /**
+   * West's replica stops applying (its SQL thread) while the primary goes on: west's tailer must
+   * read the primary instead once the replica is `fallbackBehind` behind, and go on applying.
+   * Then the replica applies again (the tailer goes back to it once it has caught up).
+   */
+  private async replicaStandsStill(): Promise<void> {
+    const west = this.west!;
+    const tailers = this.tailers.get('west')!;
+    const from = tailers.map((t) => fileSize(t.logFile));
+    const switchedLog = () => tailers.some((t, i) => readFrom(t.logFile, from[i]!).includes('reading the primary until it catches up'));
+    const stoppedAt = Date.now();
+    await west.replica.query('STOP SLAVE SQL_THREAD');
+    let switchedMs: number | undefined;
+    try {
+      while (switchedMs === undefined && Date.now() - stoppedAt < 30_000 && !this.halted) {
+        if (switchedLog()) switchedMs = Date.now() - stoppedAt;
+        else await sleep(200);
+      }
+      // It reads the primary for a while before the replica goes on.
+      if (switchedMs !== undefined) await sleep(2_000 + this.random() * 2_000);
+    } finally {
+      await west.replica.query('START SLAVE SQL_THREAD').catch((err: Error) => say(`START SLAVE SQL_THREAD failed: ${err.message}`));
+    }
+    const head = `west's replica applied nothing for ${((Date.now() - stoppedAt) / 1000).toFixed(1)} s`;
+    if (switchedMs === undefined) {
+      this.record('replica-stop', `west 127.0.0.1:${west.replica.inst.port}`, `${head}; west's tailer did NOT read the primary meanwhile`);
+      if (!this.halted) this.problems.push(`${clock().trim()} west's tailer did not read the primary within 30 s while its replica stood still; see ${tailers.map((t) => t.logFile).join(', ')}`);
+      return;
+    }
+    this.record('replica-stop', `west 127.0.0.1:${west.replica.inst.port}`, `${head}: west's tailer read the primary after ${(switchedMs / 1000).toFixed(1)} s and went on; then the replica applied again`);
   }
 
   private hold(pid: number): void {
@@ -814,18 +919,24 @@ async function waitForKeyEverywhere(servers: string[], key: string, value: strin
   }
 }
 
-/** Waits until the tailer has saved a checkpoint and every data center has an active worker group. */
+/** Waits until every site's tailer has saved a checkpoint and every data center has an active worker group. */
 async function waitForPipeline(config: ResolvedConfig, timeoutMs: number): Promise<{ ok: boolean; s: number; missing: string }> {
-  const keys = new RedisKeys(config.redis.prefix);
   const started = Date.now();
   let missing = 'Redis not answering';
   while (Date.now() - started < timeoutMs) {
-    missing = await withRedis(config.redis, 'chaos', async (r) => {
-      const gaps: string[] = [];
-      if (!(await r.exists(keys.checkpoint))) gaps.push('no checkpoint');
-      for (const dc of Object.keys(config.datacenters)) if (!(await r.get(keys.workerLease(dc)))) gaps.push(`no worker group in ${dc}`);
-      return gaps.join(', ');
-    }).catch(() => 'Redis not answering');
+    const gaps = await Promise.all(
+      sitesOf(config).map((site) => {
+        const keys = new RedisKeys(site.config.redis.prefix);
+        const where = config.sites ? ` (site ${site.name})` : '';
+        return withRedis(site.config.redis, 'chaos', async (r) => {
+          const g: string[] = [];
+          if (!(await r.exists(keys.checkpoint))) g.push(`no checkpoint${where}`);
+          for (const dc of Object.keys(site.config.datacenters)) if (!(await r.get(keys.workerLease(dc)))) g.push(`no worker group in ${dc}`);
+          return g.join(', ');
+        }).catch(() => `Redis${where} not answering`);
+      }),
+    );
+    missing = gaps.filter(Boolean).join(', ');
     if (!missing) return { ok: true, s: (Date.now() - started) / 1000, missing };
     await sleep(200);
   }
@@ -837,7 +948,10 @@ async function waitForDrain(configFile: string, timeoutMs: number): Promise<{ dr
   let last = 'no status';
   let calm = 0;
   while (Date.now() < deadline) {
-    const st = await mcreplStatus(configFile);
+    const status = await mcreplStatus(configFile);
+    // With sites, one report per site; every site must have its tailer.
+    const parts = status ? ('sites' in status ? status.sites : [status]) : [];
+    const st = parts.length > 0 && parts.every((p) => p.datacenters) ? { tailer: parts.every((p) => p.tailer) ? parts.map((p) => p.tailer).join(', ') : null, datacenters: parts.flatMap((p) => p.datacenters) } : undefined;
     if (st) {
       const dcs = st.datacenters;
       const backlog = dcs.reduce((n, d) => n + d.queued.waiting + d.queued.active + d.queued.delayed, 0);
@@ -893,7 +1007,10 @@ async function main(): Promise<number> {
   const { started } = await up(layout);
   say(started.length ? `stack started: ${started.join(', ')}` : 'stack already running');
   // Interrupted (Ctrl-C, or the test that runs it timing out): leave nothing running behind.
+  // With --sites: west's Redis, its replica and the WAN link, before the schema (it replicates).
+  let west: WestSite | undefined;
   const stopStack = async () => {
+    if (!opts.keepStack) await west?.stop();
     if (!opts.keepStack && started.length > 0) await down(layout);
   };
   let onInterrupt = stopStack;
@@ -904,10 +1021,14 @@ async function main(): Promise<number> {
     });
   }
 
+  if (opts.sites) {
+    west = await startWestSite(layout, { rttMs: 2, redisPort: opts.portBase + 90 });
+    say(`site west: Redis on ${west.redisLayout.redis.port}, a replica of the primary on ${west.replica.inst.port}, replicating through the WAN link on ${west.wan.port}`);
+  }
   const runId = randomBytes(3).toString('hex');
   const logDir = path.join(layout.dir, 'logs', runId);
   fs.mkdirSync(logDir, { recursive: true });
-  const { config } = loadConfig({
+  const { config: base } = loadConfig({
     env: stackEnv(layout),
     overrides: {
       'mysql.database': `chaos_${runId}`,
@@ -920,19 +1041,25 @@ async function main(): Promise<number> {
       'tailer.leaseTtlMs': 3_000,
       'worker.leaseTtlMs': 3_000,
       'memcached.timeoutMs': 1_000,
+      // A site's tailer looks at its replica and the primary twice a second.
+      'tailer.sourceCheckMs': 500,
     },
   });
+  const config: ResolvedConfig = west ? { ...base, sites: west.sites(base, { prefix: `chaos-${runId}`, fallbackBehind: 500 }) } : base;
   const configFile = writeConfigFile(config);
   const installer = await connectMysql(config.mysql, { database: false });
   await installAll(installer, config);
   for (let ns = 1; ns <= opts.namespaces; ns++) await installer.query(`CALL \`${config.mysql.database}\`.create_namespace(?, ?)`, [ns, `chaos${ns}`]);
   await installer.end();
 
-  const tailers = [new Proc('tailer-a', ['-c', configFile, 'tailer'], logDir), new Proc('tailer-b', ['-c', configFile, 'tailer'], logDir)];
+  // Two tailers per site, two worker groups per data center.
+  const tailers = new Map(
+    sitesOf(config).map((site) => [site.name, ['a', 'b'].map((g) => (config.sites ? new Proc(`tailer-${site.name}-${g}`, ['-c', configFile, '--site', site.name, 'tailer'], logDir) : new Proc(`tailer-${g}`, ['-c', configFile, 'tailer'], logDir)))]),
+  );
   const workers = new Map(Object.keys(config.datacenters).map((dc) => [dc, ['a', 'b'].map((g) => new Proc(`worker-${dc}-${g}`, ['-c', configFile, 'worker', dc], logDir))]));
-  const all = [...tailers, ...[...workers.values()].flat()];
+  const all = [...[...tailers.values()].flat(), ...[...workers.values()].flat()];
   for (const p of [...workers.values()].flat()) p.start();
-  for (const t of tailers) t.start();
+  for (const t of [...tailers.values()].flat()) t.start();
   // A process that exits by itself is a failure of the pipeline (they replace a failed component
   // themselves); it is restarted so that the run goes on, and reported.
   const crashes: string[] = [];
@@ -954,7 +1081,8 @@ async function main(): Promise<number> {
   const servers = Object.values(config.datacenters).flatMap((d) => d.servers);
   const workload = new Workload(mysqlOpts('writer'), mysqlOpts('admin'), opts, tag, random);
   const bulk = new BulkLoads(mysqlOpts('installer'), mysqlOpts('admin'), servers, opts, workload, random);
-  const faults = new Faults(layout, tailers, workers, config, random);
+  const faults = new Faults(layout, tailers, workers, config, random, west);
+  const kindsToInject: FaultKind[] = [...FAULT_KINDS, ...(west ? SITE_FAULT_KINDS : [])];
   onInterrupt = async () => {
     faults.halted = true;
     stopping = true;
@@ -970,7 +1098,7 @@ async function main(): Promise<number> {
     // Not one write before the tailer has saved where it starts: without a checkpoint it starts
     // at the end of the binlog, and what was written before would never be tailed.
     const ready = await waitForPipeline(config, 60_000);
-    say(ready.ok ? `pipeline ready after ${ready.s.toFixed(1)} s (checkpoint saved, a worker group active in every data center)` : `pipeline NOT ready after 60 s (${ready.missing}); starting anyway`);
+    say(ready.ok ? `pipeline ready after ${ready.s.toFixed(1)} s (checkpoint saved${west ? ' in every site' : ''}, a worker group active in every data center)` : `pipeline NOT ready after 60 s (${ready.missing}); starting anyway`);
     workload.start();
     if (opts.bulk) bulk.start(durationMs);
     say(
@@ -989,8 +1117,8 @@ async function main(): Promise<number> {
     // The others one after another: every kind once (shuffled), then at random. Every kind is
     // injected even if that takes past the end (a slow restart); to make that rare, the gaps
     // of the first round shrink to what the kinds still to come leave.
-    const order = [...FAULT_KINDS].sort(() => random() - 0.5);
-    const gapMs = Math.max(2_000, Math.min(10_000, (durationMs - 10_000) / (FAULT_KINDS.length * 2.5)));
+    const order = [...kindsToInject].sort(() => random() - 0.5);
+    const gapMs = Math.max(2_000, Math.min(10_000, (durationMs - 10_000) / (kindsToInject.length * 2.5)));
     const leaseTtlMs = Math.max(config.tailer.leaseTtlMs, config.worker.leaseTtlMs);
     while (order.length > 0 || Date.now() < end - 8_000) {
       let gap = gapMs * (0.5 + random());
@@ -1000,7 +1128,7 @@ async function main(): Promise<number> {
       }
       await sleep(gap);
       if (order.length === 0 && Date.now() >= end - 8_000) break;
-      const kind = order.shift() ?? FAULT_KINDS[Math.floor(random() * FAULT_KINDS.length)]!;
+      const kind = order.shift() ?? kindsToInject[Math.floor(random() * kindsToInject.length)]!;
       await faults.inject(kind, dcOutageMs);
     }
     await outage;
@@ -1045,7 +1173,7 @@ async function main(): Promise<number> {
     process.stdout.write('\nfaults injected:\n');
     for (const f of faults.injected) process.stdout.write(`  ${f.at.padStart(7)}  ${f.kind.padEnd(15)} ${f.target.padEnd(24)} ${f.detail}\n`);
     const kinds = new Set(faults.injected.map((f) => f.kind));
-    const missing = [...FAULT_KINDS, 'dc-outage'].filter((k) => !kinds.has(k));
+    const missing = [...kindsToInject, 'dc-outage'].filter((k) => !kinds.has(k));
     process.stdout.write(`  ${faults.injected.length} faults, ${kinds.size} kinds${missing.length ? ` (not injected, the run was too short: ${missing.join(', ')})` : ''}\n`);
     const problems = [...faults.problems, ...crashes];
     for (const p of problems) process.stdout.write(`  PROBLEM ${p}\n`);
@@ -1099,6 +1227,7 @@ async function main(): Promise<number> {
     await Promise.all([workload.stop(), bulk.stop(), bulk.stopWatching()]).catch(() => undefined);
     await Promise.all(all.map((p) => p.kill('SIGTERM')));
     await Promise.all(all.map((p) => p.kill('SIGKILL')));
+    if (!opts.keepStack) await west?.stop();
     if (!opts.keepStack && started.length > 0) {
       await down(layout);
       // Its data is kept only to look into a failed run; the pipeline's logs also when one of

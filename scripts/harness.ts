@@ -101,10 +101,13 @@ export function cpuSecondsOf(pid: number): number {
   }
 }
 
-export interface StatusJson {
+export interface SiteStatusJson {
   tailer: string | null;
   datacenters: { name: string; worker: string | null; queued: { waiting: number; active: number; delayed: number; failed: number }; servers: { address: string; health: string; missedOps: number; mustFlush: boolean }[] }[];
 }
+
+/** `mcrepl status --json`: one site's report, or (a config with `sites`) one per site. */
+export type StatusJson = SiteStatusJson | { sites: (SiteStatusJson & { site: string; error?: string })[] };
 
 export function mcreplStatus(configFile: string): Promise<StatusJson | undefined> {
   return new Promise((resolve) => {

@@ -11,7 +11,7 @@ import mysql, { type RowDataPacket } from 'mysql2/promise';
 import { loadConfig } from '../src/config/load.js';
 import { connectMysql } from '../src/registry/mysql.js';
 import { currentBinlogPosition } from '../src/source/position.js';
-import { ensureAdminUser, MARIADB_BINLOG_ARGS, stackEnv, startMariadb, stopMariadb, type MariadbInstance, type StackLayout } from './stack.js';
+import { ensureAdminUser, killMariadb, MARIADB_BINLOG_ARGS, stackEnv, startMariadb, stopMariadb, type MariadbInstance, type StackLayout } from './stack.js';
 
 export interface Replica {
   inst: MariadbInstance;
@@ -19,6 +19,12 @@ export interface Replica {
   root: mysql.Connection;
   /** Resolves once the replica has applied everything the primary has committed now (false: not within timeoutMs). */
   caughtUp(timeoutMs?: number): Promise<boolean>;
+  /** A statement as root on a connection of its own (`root` dies with a kill). */
+  query(sql: string): Promise<void>;
+  /** kill -9 of its mariadbd. */
+  kill(): Promise<void>;
+  /** Starts it again after a kill, with the same options; replication resumes where it was. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -39,7 +45,8 @@ export async function startReplica(layout: StackLayout, opts: { name: string; po
   };
   await stopMariadb(inst);
   fs.rmSync(dir, { recursive: true, force: true });
-  await startMariadb(inst, [...MARIADB_BINLOG_ARGS, `--server-id=${opts.serverId}`, '--log-slave-updates=ON', '--read-only=ON', ...(opts.extraArgs ?? [])]);
+  const args = [...MARIADB_BINLOG_ARGS, `--server-id=${opts.serverId}`, '--log-slave-updates=ON', '--read-only=ON', ...(opts.extraArgs ?? [])];
+  await startMariadb(inst, args);
   await ensureAdminUser(inst.socket, layout.secretsDir);
   const root = await mysql.createConnection({ socketPath: inst.socket, user: 'root', password: '' });
   const primary = await primaryAdmin(layout);
@@ -68,6 +75,18 @@ export async function startReplica(layout: StackLayout, opts: { name: string; po
       }
       const [rows] = await root.query<RowDataPacket[]>('SELECT MASTER_GTID_WAIT(?, ?) AS r', [target, timeoutMs / 1000]);
       return Number(rows[0]?.r) === 0;
+    },
+    async query(sql: string) {
+      const c = await mysql.createConnection({ socketPath: inst.socket, user: 'root', password: '' });
+      try {
+        await c.query(sql);
+      } finally {
+        await c.end().catch(() => undefined);
+      }
+    },
+    kill: () => killMariadb(inst),
+    async restart() {
+      await startMariadb(inst, args);
     },
     async stop() {
       await root.query('STOP SLAVE').catch(() => undefined);

@@ -27,10 +27,9 @@ import { connectMysql } from '../src/registry/mysql.js';
 import { installAll } from '../src/registry/schema-installer.js';
 import { writeConfigFile } from '../test/helpers/cli.js';
 import { check, Proc, sleep, waitForLog } from './harness.js';
-import { LatencyProxyProcess } from './latency-proxy.js';
 import { MemcachedTextClient } from './memcached-text.js';
-import { startReplica } from './replica.js';
-import { down, killRedis, stackEnv, stackLayout, startRedis, up, type StackLayout } from './stack.js';
+import { down, stackEnv, stackLayout, up, type StackLayout } from './stack.js';
+import { startWestSite } from './two-sites.js';
 
 const count = (v: string): number => {
   const n = Number(v.replace(/_/g, ''));
@@ -98,15 +97,11 @@ export async function runWan(opts: Options, layout: StackLayout = stackLayout(un
   fs.mkdirSync(logDir, { recursive: true });
   const cleanups: (() => Promise<void>)[] = [];
   try {
-    // The WAN: replication from the primary to west's replica goes through the proxy.
-    const proxy = new LatencyProxyProcess({ targetPort: layout.mariadb.port, delayMs: opts.rtt / 2 });
-    await proxy.start();
-    cleanups.push(() => proxy.stop());
-    const replica = await startReplica(layout, { name: 'wan-replica', port: layout.mariadb.port + 3, serverId: 3, masterPort: proxy.port, extraArgs: ['--slave-parallel-mode=optimistic', '--slave-parallel-threads=8', '--slave-net-timeout=10'], connectRetryS: 1 });
-    cleanups.push(() => replica.stop());
-    const westRedis = { ...layout.redis, port: opts.portBase + 90, dir: path.join(layout.dir, 'wan', 'redis'), confFile: path.join(layout.dir, 'wan', 'redis', 'redis.conf'), pidFile: path.join(layout.dir, 'wan', 'redis', 'redis.pid'), logFile: path.join(layout.dir, 'wan', 'redis', 'redis.log') };
-    await startRedis({ ...layout, redis: westRedis });
-    cleanups.push(() => killRedis({ ...layout, redis: westRedis }));
+    // The WAN: replication from the primary to west's replica goes through the proxy, and so
+    // does west's tailer when it reads the primary while the replica is far behind.
+    const westSite = await startWestSite(layout, { rttMs: opts.rtt, redisPort: opts.portBase + 90, replicaArgs: ['--slave-parallel-mode=optimistic', '--slave-parallel-threads=8'] });
+    cleanups.push(() => westSite.stop());
+    const { wan: proxy, replica } = westSite;
 
     const base = loadConfig({ env: stackEnv(layout), overrides: { 'datacenters.east': { servers: servers(layout, 'east') }, 'datacenters.west': { servers: servers(layout, 'west') } } }).config;
     const config: ResolvedConfig = {
@@ -114,10 +109,7 @@ export async function runWan(opts: Options, layout: StackLayout = stackLayout(un
       mysql: { ...base.mysql, database: `wan_${runId}` },
       redis: { ...base.redis, prefix: `wan-${runId}` },
       partitions: 1,
-      sites: {
-        east: { redis: { ...base.redis, prefix: `wan-${runId}-east` }, datacenters: ['east'] },
-        west: { redis: { ...base.redis, port: westRedis.port, prefix: `wan-${runId}-west` }, source: { host: '127.0.0.1', port: replica.inst.port, fallbackBehind: opts.fallbackBehind, primary: { host: '127.0.0.1', port: proxy.port } }, datacenters: ['west'] },
-      },
+      sites: westSite.sites(base, { prefix: `wan-${runId}`, fallbackBehind: opts.fallbackBehind }),
     };
     const installer = await connectMysql(config.mysql, { database: false });
     await installAll(installer, config);

@@ -147,11 +147,12 @@ export class SourceChooser extends EventEmitter<SourceChooserEvents> {
     try {
       let conn = this.conns.get(role);
       if (!conn) {
-        conn = await withTimeout(
-          mysql.createConnection({ host: cfg.host, port: cfg.port, user: cfg.user, password: cfg.password ?? '', connectTimeout: cfg.connectTimeoutMs }),
-          limit,
-          `connecting to ${cfg.host}:${cfg.port}`,
-        );
+        const connecting = mysql.createConnection({ host: cfg.host, port: cfg.port, user: cfg.user, password: cfg.password ?? '', connectTimeout: cfg.connectTimeoutMs });
+        // Given up on, it may still connect later: then it is closed, not left open.
+        conn = await withTimeout(connecting, limit, `connecting to ${cfg.host}:${cfg.port}`).catch((err: unknown) => {
+          connecting.then((c) => c.destroy(), () => undefined);
+          throw err;
+        });
         conn.on('error', () => this.drop(role));
         if (this.stopped) {
           conn.destroy();

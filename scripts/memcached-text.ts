@@ -79,7 +79,8 @@ export class MemcachedTextClient {
       if (eol < 0) return undefined;
       const line = b.subarray(0, eol).toString('latin1');
       if (line === 'END') return { value: null, used: eol + 2 };
-      const m = /^VALUE \S+ (\d+) (\d+)/.exec(line);
+      // The key is any bytes but a space (\S would stop at a 0xA0 byte, a no-break space in latin1).
+      const m = /^VALUE [^ ]+ (\d+) (\d+)/.exec(line);
       if (!m) throw new Error(`${this.address}: unexpected reply '${line}'`);
       const len = Number(m[2]);
       const end = eol + 2 + len + 2 + 5; // data \r\n END\r\n
@@ -100,7 +101,7 @@ export class MemcachedTextClient {
         if (eol < 0) return undefined;
         const line = b.subarray(at, eol).toString('latin1');
         if (line === 'END') return { value: found, used: eol + 2 };
-        const m = /^VALUE (\S+) \d+ (\d+)/.exec(line);
+        const m = /^VALUE ([^ ]+) \d+ (\d+)/.exec(line);
         if (!m) throw new Error(`${this.address}: unexpected reply '${line}'`);
         const len = Number(m[2]);
         if (b.length < eol + 2 + len + 2) return undefined;

@@ -155,8 +155,18 @@ const REQUIRED = [
   { bin: ['/usr/bin/openssl'], pkg: 'openssl' },
 ];
 
-export function ensurePackages(): void {
-  const missing = REQUIRED.filter((r) => !r.bin.every((b) => fs.existsSync(b))).map((r) => r.pkg);
+/** The readers the ketama tests check placement against: twemproxy, and pylibmc (libmemcached). */
+const READERS = [
+  { bin: ['/usr/sbin/nutcracker'], pkg: 'nutcracker' },
+  { bin: ['/usr/lib/python3/dist-packages/pylibmc/__init__.py'], pkg: 'python3-pylibmc' },
+];
+
+export function ensureReaders(): void {
+  ensurePackages(READERS);
+}
+
+export function ensurePackages(required = REQUIRED): void {
+  const missing = required.filter((r) => !r.bin.every((b) => fs.existsSync(b))).map((r) => r.pkg);
   if (missing.length === 0) return;
   if (process.getuid?.() !== 0) {
     throw new Error(`missing packages: ${missing.join(', ')}; install them (sudo apt-get install -y ${missing.join(' ')}) or run as root`);

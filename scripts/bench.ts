@@ -1293,6 +1293,8 @@ async function main(): Promise<number> {
 
     if (want('distance') && opts.redisRtt.length > 0) {
       for (const c of cleanups.splice(0)) await c().catch(() => undefined);
+      // The flush before it leaves MariaDB purging a million deleted rows for a while.
+      await settle('MariaDB', status(layout).find((s) => s.name === 'mariadb')?.pid);
       const runs: DistanceResult[] = [];
       for (const rtt of opts.redisRtt) {
         const d = await distance(ctx, rtt);
@@ -1331,6 +1333,7 @@ async function main(): Promise<number> {
 
     if (want('wan')) {
       for (const c of cleanups.splice(0)) await c().catch(() => undefined);
+      await settle('MariaDB', status(layout).find((s) => s.name === 'mariadb')?.pid);
       say(`wan: two sites ${opts.wanRtt} ms apart, ${fmt(opts.distanceRate)} rows/s, west cut off for ${opts.wanCut} s`);
       const w = await runWan({ rtt: opts.wanRtt, rate: opts.distanceRate, measure: opts.lagSeconds, cut: opts.wanCut, keys: 5_000, fallbackBehind: 10_000, portBase: layout.mariadb.port - 6 }, layout);
       out.push(

@@ -189,19 +189,6 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
       tlsFiles.get(at)!.set(f, p);
     }
   }
-  const dcs = raw(['datacenters']);
-  if (dcs && typeof dcs === 'object') {
-    for (const [dc, d] of Object.entries(dcs as Tree)) {
-      const servers = raw(['datacenters', dc, 'servers']);
-      if (!Array.isArray(servers)) continue;
-      const seen = new Set<unknown>();
-      for (const s of servers) {
-        if (seen.has(s)) problems.push(`datacenters.${dc}.servers: ${String(s)} is listed twice (${originOf(`datacenters.${dc}.servers`)})`);
-        seen.add(s);
-      }
-      void d;
-    }
-  }
   const tailer = tailerSchema.safeParse(raw(['tailer']) ?? {});
   if (tailer.success && tailer.data.reconnectMaxMs < tailer.data.reconnectInitialMs) {
     problems.push(`tailer.reconnectMaxMs: must be at least tailer.reconnectInitialMs (${originOf('tailer.reconnectMaxMs')})`);

@@ -3,6 +3,7 @@
  * default. Types are inferred from it. See config/mcrepl.example.yaml for a commented example.
  */
 import { z } from 'zod';
+import { parseRingServer } from './ring-server.js';
 
 const port = z.coerce.number().int().min(1).max(65535);
 const positiveInt = z.coerce.number().int().positive();
@@ -111,15 +112,94 @@ export const redisSchema = z.strictObject({
   prefix: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected 1-64 characters of A-Z, a-z, 0-9, _ . -').default('mcrepl'),
 });
 
-export const datacenterSchema = z.strictObject({
-  /**
-   * How keys are placed on this data center's servers. `replicate`: every server gets every
-   * key (redundancy; reads survive a dead server).
-   */
-  routing: z.enum(['replicate']).default('replicate'),
-  /** The memcached servers of this data center. */
-  servers: z.array(serverAddress).min(1, 'a data center needs at least one memcached server'),
+const ringServerSpec = z.string().transform((spec, ctx) => {
+  try {
+    return parseRingServer(spec);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: `${(err as Error).message}, e.g. 10.0.0.5:11211:1 cache-a` });
+    return z.NEVER;
+  }
 });
+
+/** Options that only a ketama data center takes. */
+const KETAMA_ONLY = ['hash', 'replicas', 'backup', 'ejectDeletes'] as const;
+
+export const datacenterSchema = z
+  .strictObject({
+    /**
+     * How keys are placed on this data center's servers.
+     * - `replicate`: every server gets every key (redundancy; reads survive a dead server).
+     * - `ketama`: each key on the server of a ketama ring where the readers' client looks for it
+     *   (twemproxy `distribution: ketama`, libmemcached KETAMA_WEIGHTED, pylibmc
+     *   `ketama_weighted`), and on the next `replicas - 1` distinct servers of the ring.
+     */
+    routing: z.enum(['replicate', 'ketama']).default('replicate'),
+    /**
+     * The memcached servers of this data center: `host:port`; with `ketama`, in twemproxy's
+     * syntax `host:port[:weight] [name]` (the points of a named server are hashed from its name).
+     */
+    servers: z.array(z.string()).min(1, 'a data center needs at least one memcached server'),
+    /** ketama: the key hash the readers use: `fnv1a_64` (twemproxy's default) or `md5` (libmemcached, pylibmc, PHP). */
+    hash: z.enum(['fnv1a_64', 'md5']).optional(),
+    /** ketama: each key on this many distinct servers (the ring's next ones after its own). */
+    replicas: positiveInt.optional(),
+    /** ketama: servers that get every key (magent's `-b`), outside the ring. */
+    backup: z.array(serverAddress).optional(),
+    /**
+     * ketama: while a server is down, a delete of each of its keys written meanwhile also goes to
+     * the server a reader that ejects it (twemproxy `auto_eject_hosts`) falls back to, so that
+     * the fallback never serves a value filled before the write. Default: on.
+     */
+    ejectDeletes: bool.optional(),
+  })
+  .transform((d, ctx) => {
+    const addresses = (specs: readonly string[], at: string) =>
+      specs.flatMap((spec, i) => {
+        const r = (d.routing === 'ketama' ? ringServerSpec : serverAddress).safeParse(spec);
+        if (r.success) return [typeof r.data === 'string' ? { address: r.data, weight: 1 } : r.data];
+        for (const issue of r.error.issues) ctx.addIssue({ code: 'custom', path: [at, i], message: issue.message });
+        return [];
+      });
+    const ring = addresses(d.servers, 'servers');
+    const backup = d.backup ?? [];
+    const seen = new Set<string>();
+    for (const a of ring.map((s) => s.address)) {
+      if (seen.has(a)) ctx.addIssue({ code: 'custom', path: ['servers'], message: `${a} is listed twice` });
+      seen.add(a);
+    }
+    for (const a of backup) {
+      if (seen.has(a)) ctx.addIssue({ code: 'custom', path: ['backup'], message: `${a} is listed twice (a backup is not one of the ring's servers)` });
+      seen.add(a);
+    }
+    const servers = ring.map((s) => s.address);
+    if (d.routing === 'replicate') {
+      for (const k of KETAMA_ONLY) if (d[k] !== undefined) ctx.addIssue({ code: 'custom', path: [k], message: `'${k}' applies to routing: ketama only (this data center replicates every key to every server)` });
+      return { routing: 'replicate' as const, servers };
+    }
+    const names = new Set<string>();
+    for (const s of ring) {
+      if (s.name === undefined) continue;
+      if (names.has(s.name)) ctx.addIssue({ code: 'custom', path: ['servers'], message: `the name '${s.name}' is given to two servers: their points would coincide` });
+      names.add(s.name);
+    }
+    const replicas = d.replicas ?? 1;
+    if (ring.length === d.servers.length && replicas > ring.length) ctx.addIssue({ code: 'custom', path: ['replicas'], message: `replicas: ${replicas} needs at least that many servers (there are ${ring.length})` });
+    return {
+      routing: 'ketama' as const,
+      /** Addresses of the ring's servers, in the config's order. */
+      servers,
+      ring,
+      hash: d.hash ?? ('fnv1a_64' as const),
+      replicas,
+      backup,
+      ejectDeletes: d.ejectDeletes ?? true,
+    };
+  });
+
+/** Every server of a data center that workers write to: the ring's (or the replicated set), then the backups. */
+export function serversOf(d: z.output<typeof datacenterSchema>): string[] {
+  return d.routing === 'ketama' ? [...d.servers, ...d.backup] : d.servers;
+}
 
 /**
  * A site: a data center, or several near each other, with its own Redis (queues, checkpoint,

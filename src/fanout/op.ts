@@ -25,6 +25,9 @@ export interface DeleteOp {
   key: Buffer;
 }
 
+/** An op that changes a key on a memcached server. */
+export type WriteableOp = SetOp | DeleteOp;
+
 /** Written after a namespace flush's deletes; every partition of every data center records it. */
 export interface FlushMarkerOp {
   kind: 'flush';

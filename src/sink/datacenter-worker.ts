@@ -14,7 +14,7 @@
 import { EventEmitter } from 'node:events';
 import { Queue, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { ResolvedConfig } from '../config/schema.js';
+import { serversOf, type ResolvedConfig } from '../config/schema.js';
 import { Lease, sleep } from '../coordination/lease.js';
 import { Lifecycle, type LifecycleState } from '../coordination/lifecycle.js';
 import { RedisRestartDetector, connectRedis } from '../coordination/redis.js';
@@ -27,11 +27,11 @@ import { RedisKeys } from '../fanout/redis-keys.js';
 import { readTopology } from '../fanout/topology.js';
 import type { Logger } from '../observability/logger.js';
 import { writerFactoryFor, type WriterFactory } from './memcached-writer.js';
-import { MetaClient } from './meta-client.js';
 import { RedisMissedOpStore } from './missed-ops.js';
 import { OpApplier } from './op-applier.js';
-import { ServerChannel, chooseWarmSource, linkPeers, type ChannelStore, type Refusal, type SavedServerState, type WarmResult, type WriteableOp } from './server-channel.js';
-import { createRoute } from './routing.js';
+import { createRoute, type Route } from './routes/route.js';
+import { ServerChannel, type ChannelStore, type Refusal, type SavedServerState, type WarmResult, type WriteableOp } from './server-channel.js';
+import { linkPeers, warmFromPeers } from './warm-copy.js';
 
 export type WorkerState = LifecycleState;
 
@@ -114,6 +114,8 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
   private readonly fence = (): void => this.lease.check();
   private readonly deadLetters: DeadLetterStore;
   private readonly channels: ServerChannel[];
+  /** Which servers get which op, and which hold which keys. */
+  readonly route: Route;
   /** Warms every healthy server that is missing keys, if a complete peer is healthy. */
   private readonly rewarmIncomplete: () => void;
   private readonly applier: OpApplier;
@@ -153,7 +155,8 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     this.deadLetters = new DeadLetterStore(this.redis, this.keys, config.deadLetters.maxEntries);
     const factory = opts.writerFactory ?? writerFactoryFor(config.memcached.writer, config.memcached.username);
     const store: ChannelStore = { save: (address, state) => this.saveServerState(address, state) };
-    this.channels = dcConfig.servers.map(
+    this.route = createRoute(dcConfig);
+    this.channels = serversOf(dcConfig).map(
       (s) =>
         new ServerChannel(factory(s, {
           timeoutMs: config.memcached.timeoutMs,
@@ -177,8 +180,8 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     );
     // A complete server back in service: any peer that is missing keys is warmed again from it.
     // Not under SASL, where nothing can be copied (see warm()).
-    this.rewarmIncomplete = config.memcached.username === undefined ? linkPeers(this.channels) : () => undefined;
-    this.applier = new OpApplier(this.channels, createRoute(dcConfig.routing, this.channels.length), { logger: this.logger, signal: this.abort.signal });
+    this.rewarmIncomplete = config.memcached.username === undefined ? linkPeers(this.channels, this.route) : () => undefined;
+    this.applier = new OpApplier(this.channels, this.route, { logger: this.logger, signal: this.abort.signal });
   }
 
   get state(): WorkerState {
@@ -413,35 +416,20 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
   }
 
   /**
-   * Copies a healthy peer's keys (with their remaining TTLs) onto a server that came back empty
-   * or was flushed. Ops arriving meanwhile are kept for the target and replayed after this, so
-   * they win over what is copied. See `WarmResult` and `ServerChannel` for the choice of peer.
+   * Copies the keys a server that came back empty, or was flushed, should hold from its peers
+   * (warm-copy.ts). Ops arriving meanwhile are kept for the target and replayed after this, so
+   * they win over what is copied.
    */
-  private async warm(target: ServerChannel, mayWait: boolean): Promise<WarmResult> {
+  private warm(target: ServerChannel, mayWait: boolean): Promise<WarmResult> {
     // Copying uses the text (meta) protocol, which memcached turns off under SASL (-S): such a
     // server starts empty (flushed) and fills from new writes.
-    if (this.config.memcached.username !== undefined) return 'none';
-    const source = chooseWarmSource(target, this.channels, mayWait);
-    if (source === 'wait' || source === 'none') return source;
-    const peer = source;
-    const timeoutMs = this.config.memcached.timeoutMs * 5;
-    const from = new MetaClient(peer.address, timeoutMs);
-    const to = new MetaClient(target.address, timeoutMs, this.fence);
-    let copied = 0;
-    try {
-      await MetaClient.eachKey(peer.address, timeoutMs, 1_000, async (keys) => {
-        this.abort.signal.throwIfAborted();
-        const values = await from.getWithTtl(keys);
-        const entries = values.flatMap((v, i) => (v && v.ttl !== 0 ? [{ key: keys[i]!, value: v.value, ttl: v.ttl }] : []));
-        await to.setWithTtl(entries);
-        copied += entries.length;
-      });
-    } finally {
-      from.close();
-      to.close();
-    }
-    this.logger.info({ server: target.address, peer: peer.address, keys: copied, complete: peer.complete }, 'server warmed from a healthy peer');
-    return peer.complete ? 'complete' : 'partial';
+    if (this.config.memcached.username !== undefined) return Promise.resolve('none');
+    return warmFromPeers(target, this.channels, this.route, mayWait, {
+      timeoutMs: this.config.memcached.timeoutMs * 5,
+      fence: this.fence,
+      signal: this.abort.signal,
+      log: (keys, peers, complete) => this.logger.info({ server: target.address, peers, keys, complete }, 'server warmed from its peers'),
+    });
   }
 
   private async recordRefusals(refusals: Refusal[]): Promise<void> {

@@ -4,7 +4,8 @@
  * 1. Coalesce: only the last op per key matters for the state a job leaves behind, so each key
  *    is written once. That also makes the remaining ops independent of each other: any subset
  *    can be retried or kept for later without reordering writes to one key.
- * 2. Route: which servers get which op (`replicate`: all of them).
+ * 2. Route: which servers get which op (`replicate`: all of them; `ketama`: the key's owners,
+ *    the backups, and, while a server is down, a delete on the server readers fall back to).
  * 3. Each server's channel applies its ops, or keeps them for it while it is down (see
  *    ServerChannel): a dead server does not hold back the others.
  * 4. If no server of the data center is healthy, the job waits: its ops stay in the queue
@@ -13,7 +14,7 @@
 import { McreplError } from '../errors.js';
 import { coalesce } from '../fanout/op.js';
 import type { Logger } from '../observability/logger.js';
-import type { Route } from './routing.js';
+import type { Route } from './routes/route.js';
 import type { ServerChannel, WriteableOp } from './server-channel.js';
 
 export type { Refusal, WriteableOp } from './server-channel.js';
@@ -39,8 +40,29 @@ export class OpApplier {
   async apply(ops: readonly WriteableOp[], distinct = false): Promise<void> {
     if (ops.length === 0) return;
     await this.anyHealthy();
-    const perServer = this.route.assign(distinct ? ops : coalesce(ops), (op) => op.key);
+    const writes = distinct ? ops : coalesce(ops);
+    const down = this.down();
+    const perServer = this.route.assign(writes, down);
     await Promise.all(this.channels.map((c, i) => c.submit(perServer[i] ?? [])));
+    // A server that went down during these writes (its ops kept for it): readers that eject it
+    // read its keys elsewhere from now on, so the route's deletes for those go out as well.
+    const now = this.down();
+    if ([...now].some((i) => !down.has(i))) {
+      const again = this.route.assign(writes, now);
+      await Promise.all(
+        this.channels.map((c, i) => {
+          const sent = new Set((perServer[i] ?? []).map((op) => op.key.toString('latin1')));
+          return c.submit((again[i] ?? []).filter((op) => op.kind === 'delete' && !sent.has(op.key.toString('latin1'))));
+        }),
+      );
+    }
+  }
+
+  /** The servers that are not healthy (by index). */
+  private down(): Set<number> {
+    const out = new Set<number>();
+    this.channels.forEach((c, i) => c.health !== 'healthy' && out.add(i));
+    return out;
   }
 
   /** Waits until at least one server of the data center is healthy. */

@@ -29,13 +29,13 @@
 import { EventEmitter } from 'node:events';
 import { sleep } from '../coordination/lease.js';
 import { errorMessage } from '../errors.js';
-import { printableKey, type DeleteOp, type SetOp } from '../fanout/op.js';
+import { printableKey, type WriteableOp } from '../fanout/op.js';
 import type { Logger } from '../observability/logger.js';
 import type { MemcachedWriter, ServerIdentity, WriteOp } from './memcached-writer.js';
 import type { MissedEntry, MissedOpStore } from './missed-ops.js';
 import { MEMCACHED_RELATIVE_EXPIRY_MAX } from '../fanout/op.js';
 
-export type WriteableOp = SetOp | DeleteOp;
+export type { WriteableOp } from '../fanout/op.js';
 export type ServerHealth = 'healthy' | 'down' | 'recovering';
 
 export interface Refusal {
@@ -59,9 +59,10 @@ export interface SavedServerState {
 /**
  * What a warm did: copied from a complete peer, or from an incomplete one (the target stays
  * incomplete); `wait`: no peer is healthy, but one that may hold every key is down: try again
- * later; `none`: no peer to copy from, the server starts empty (incomplete).
+ * later; `none`: no peer to copy from, the server starts empty (incomplete); `alone`: no other
+ * copy of its keys exists (ketama, replicas 1, no backup): it starts empty, and complete.
  */
-export type WarmResult = 'complete' | 'partial' | 'wait' | 'none';
+export type WarmResult = 'complete' | 'partial' | 'wait' | 'none' | 'alone';
 
 /** Where a server's state outlives the worker. */
 export interface ChannelStore {
@@ -103,32 +104,6 @@ export function toWrite(op: WriteableOp, nowSec: number): WriteOp {
   if (remaining <= 0) return { kind: 'delete', key: op.key };
   // Relative when it fits (immune to a skewed memcached clock), absolute otherwise.
   return { kind: 'set', key: op.key, value: op.value, exptime: remaining <= MEMCACHED_RELATIVE_EXPIRY_MAX ? Math.ceil(remaining) : op.expiresAt };
-}
-
-/**
- * Which peer to warm `target` from: a healthy complete one if any; else, while `mayWait`, wait
- * for a down peer that may still hold every key (its restart, if any, is not known yet); else
- * any healthy peer (the target stays incomplete); else none.
- */
-export function chooseWarmSource(target: ServerChannel, channels: readonly ServerChannel[], mayWait: boolean): ServerChannel | 'wait' | 'none' {
-  const peers = channels.filter((c) => c !== target);
-  const healthy = peers.filter((c) => c.health === 'healthy');
-  const complete = healthy.find((c) => c.complete);
-  if (complete) return complete;
-  if (mayWait && healthy.length === 0 && peers.some((c) => c.complete)) return 'wait';
-  return healthy[0] ?? 'none';
-}
-
-/**
- * Whenever a complete server of the group is healthy, every healthy incomplete one is warmed
- * again (`rewarm`). Returns the check, to run once the channels have started.
- */
-export function linkPeers(channels: readonly ServerChannel[]): () => void {
-  const check = () => {
-    if (channels.some((c) => c.health === 'healthy' && c.complete)) for (const c of channels) c.rewarm();
-  };
-  for (const c of channels) c.on('health', (h) => h === 'healthy' && check());
-  return check;
 }
 
 /** A different process answers: it restarted (and is empty). */
@@ -408,9 +383,10 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
             this.warmWaitSince = undefined;
             this.warnedWait = false;
             if (result === 'none') this.opts.logger.warn({ server: this.address }, 'no healthy peer to warm from: the server starts empty and is warmed once a complete peer is healthy');
+            else if (result === 'alone') this.opts.logger.info({ server: this.address }, 'no other server holds its keys (ketama, replicas 1): it starts empty and readers fill it');
             else this.stats.warms++;
             if (result === 'partial') this.opts.logger.warn({ server: this.address }, 'warmed from a peer that is missing keys itself: warmed again once a complete peer is healthy');
-            this._complete = result === 'complete';
+            this._complete = result === 'complete' || result === 'alone';
             this.needsWarm = false;
             await this.save();
           }

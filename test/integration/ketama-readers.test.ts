@@ -1,5 +1,5 @@
 /**
- * The ketama ring (src/sink/ketama.ts) against the readers themselves: keys are written through
+ * The ketama ring (src/sink/routes/ketama-ring.ts) against the readers themselves: keys are written through
  * nutcracker (twemproxy) and through pylibmc (libmemcached, `ketama_weighted`), started by the
  * test, and found on each server of the stack's memcached directly; each key must be on exactly
  * the server the ring names. ASCII, UTF-8 and other high-byte keys, equal and unequal weights,
@@ -13,7 +13,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { KetamaRing, type KetamaHash, type RingServer } from '../../src/sink/ketama.js';
+import { KetamaRing, type KetamaHash, type RingServer } from '../../src/sink/routes/ketama-ring.js';
 import { MemcachedTextClient } from '../../scripts/memcached-text.js';
 import { ensureReaders } from '../../scripts/stack.js';
 import { layout } from '../helpers/env.js';

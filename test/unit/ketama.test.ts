@@ -1,12 +1,13 @@
 /**
- * The ketama ring's rules (src/sink/ketama.ts). Where keys land is checked against the readers
+ * The ketama ring's rules (src/sink/routes/ketama-ring.ts). Where keys land is checked against the readers
  * themselves (nutcracker, pylibmc) in test/integration/ketama-readers.test.ts; here, the parts
  * of the algorithm one at a time.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { test } from 'node:test';
-import { KetamaRing, keyHash, parseRingServer, pointName } from '../../src/sink/ketama.js';
+import { parseRingServer } from '../../src/config/ring-server.js';
+import { KetamaRing, keyHash, pointName } from '../../src/sink/routes/ketama-ring.js';
 
 test("server specs in twemproxy's syntax, and the names their points are hashed from", () => {
   assert.deepEqual(parseRingServer('10.0.0.1:11211:1'), { address: '10.0.0.1:11211', weight: 1 });

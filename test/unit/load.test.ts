@@ -387,8 +387,8 @@ datacenters:
 `);
     const e = configError(() => loadConfig({ file, env: {} }));
     assert.deepEqual(e.problems, [
-      'mysql: both password and passwordFile are set; keep one (in mcrepl.yaml)',
       'datacenters.east.servers: h:1 is listed twice (in mcrepl.yaml)',
+      'mysql: both password and passwordFile are set; keep one (in mcrepl.yaml)',
       'tailer.reconnectMaxMs: must be at least tailer.reconnectInitialMs (in mcrepl.yaml)',
     ]);
   });

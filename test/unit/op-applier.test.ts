@@ -6,9 +6,13 @@ import type { DeleteOp, SetOp } from '../../src/fanout/op.js';
 import { silentLogger, type Logger } from '../../src/observability/logger.js';
 import type { MemcachedWriter, ServerIdentity, WriteOp, WriteOutcome } from '../../src/sink/memcached-writer.js';
 import { OpApplier, coalesce, toWrite } from '../../src/sink/op-applier.js';
-import { ReplicateRoute, createRoute } from '../../src/sink/routing.js';
+import { createRoute, type Route } from '../../src/sink/routes/route.js';
+import { ReplicateRoute } from '../../src/sink/routes/replicate.js';
+import { chooseWarmPeers, linkPeers } from '../../src/sink/warm-copy.js';
+import { KetamaRing } from '../../src/sink/routes/ketama-ring.js';
+import { datacenterSchema } from '../../src/config/schema.js';
 import { MemoryMissedOpStore } from '../../src/sink/missed-ops.js';
-import { ServerChannel, chooseWarmSource, linkPeers, type ChannelOptions, type Refusal, type SavedServerState } from '../../src/sink/server-channel.js';
+import { ServerChannel, type ChannelOptions, type Refusal, type SavedServerState } from '../../src/sink/server-channel.js';
 
 const NOW = 1_700_000_000;
 
@@ -88,7 +92,7 @@ interface Setup {
 
 async function setup(
   writers: FakeWriter[],
-  over: Partial<ChannelOptions> & { missedMaxKeys?: number } = {},
+  over: Partial<ChannelOptions> & { missedMaxKeys?: number; route?: Route } = {},
   previous: Record<string, SavedServerState> = {},
   dcHasHistory = false,
 ): Promise<Setup> {
@@ -99,7 +103,8 @@ async function setup(
   const warmed: string[] = [];
   const sources: string[] = [];
   const missed = writers.map(() => new MemoryMissedOpStore(over.missedMaxKeys));
-  const channels = writers.map(
+  const route: Route = over.route ?? new ReplicateRoute(writers.map((w) => w.address));
+  const channels: ServerChannel[] = writers.map(
     (w, i) =>
       new ServerChannel(w, {
         logger: silentLogger,
@@ -110,23 +115,24 @@ async function setup(
         probeIntervalMs: 1,
         checkIntervalMs: 60_000,
         settleMs: 0,
-        // As the worker does: the peer chooseWarmSource picks (the copy itself is not modelled).
+        // As the worker does: the peers chooseWarmPeers picks (the copy itself is not modelled).
         warm: async (target, mayWait) => {
-          const source = chooseWarmSource(target, channels, mayWait);
-          if (source === 'wait' || source === 'none') return source;
+          const choice = chooseWarmPeers(channels.indexOf(target), channels, route, mayWait);
+          if (choice === 'nothing') return 'alone';
+          if (choice === 'wait' || choice === 'none') return choice;
           warmed.push(target.address);
-          sources.push(`${target.address}<-${source.address}`);
+          for (const p of choice.peers) sources.push(`${target.address}<-${p.address}`);
           (target.writer as FakeWriter).log.push('WARM');
-          return source.complete ? 'complete' : 'partial';
+          return choice.complete ? 'complete' : 'partial';
         },
         now: () => NOW,
         ...over,
       }),
   );
-  const rewarmIncomplete = linkPeers(channels);
+  const rewarmIncomplete = linkPeers(channels, route);
   for (const c of channels) await c.start(previous[c.address], dcHasHistory);
   rewarmIncomplete();
-  const applier = new OpApplier(channels, new ReplicateRoute(channels.length), { logger: silentLogger, signal: controller.signal });
+  const applier = new OpApplier(channels, route, { logger: silentLogger, signal: controller.signal });
   return { channels, missed, applier, refusals, saved, warmed, sources, controller };
 }
 
@@ -242,10 +248,10 @@ describe('OpApplier and server channels', () => {
   });
 
   test('createRoute("replicate") hands every op to every server', () => {
-    const route = createRoute('replicate', 3);
+    const route = createRoute({ routing: 'replicate', servers: ['a:1', 'b:1', 'c:1'] });
     assert.equal(route.name, 'replicate');
     const ops = [set('a', '1'), del('b')];
-    assert.deepEqual(route.assign(ops, (o) => o.key), [ops, ops, ops]);
+    assert.deepEqual(route.assign(ops, new Set([1])), [ops, ops, ops]);
   });
 
   test('a server that fails has its ops kept (before the job completes), and the job completes on the others', { timeout: 2_000 }, async () => {
@@ -621,5 +627,37 @@ describe('OpApplier and server channels', () => {
     const waiting = applier.apply([set('y', '1')]);
     controller.abort(new Error('shutting down'));
     await assert.rejects(waiting, /shutting down/);
+  });
+});
+
+describe('OpApplier with a ketama route', () => {
+  test('the keys of a server that goes down during a job, and after, are also deleted where readers that eject it read them', { timeout: 5_000 }, async () => {
+    const writers = ['127.0.0.1:1', '127.0.0.1:2', '127.0.0.1:3'].map((a) => new FakeWriter(a));
+    const route = createRoute(datacenterSchema.parse({ routing: 'ketama', servers: writers.map((w) => w.address) }));
+    const { applier, missed } = await setup(writers, { route });
+    const full = new KetamaRing(writers.map((w) => ({ address: w.address, weight: 1 })), 'fnv1a_64');
+    const without1 = new KetamaRing([0, 2].map((i) => ({ address: writers[i]!.address, weight: 1 })), 'fnv1a_64');
+    const down = writers[1]!;
+    down.script = (ops) => ops.map(() => TRANSIENT);
+    down.up = false;
+    for (const round of ['during', 'after']) {
+      const ops = Array.from({ length: 300 }, (_, i) => set(`${i}:${round}`, round));
+      await applier.apply(ops, true);
+      let moved = 0;
+      for (const op of ops) {
+        const key = op.key.toString();
+        const owner = full.serverFor(op.key);
+        const fallback = [0, 2][without1.serverFor(op.key)]!;
+        if (owner !== 1) {
+          assert.ok(writers[owner]!.log.includes(`set ${key}=${round}@0`));
+          continue;
+        }
+        moved++;
+        assert.ok(missed[1]!.map.has(key), `${key} kept for the server that is down`);
+        assert.ok(writers[fallback]!.log.includes(`delete ${key}`), `${key} deleted on ${writers[fallback]!.address}, where readers look while ${down.address} is ejected`);
+        assert.equal(writers[2 - fallback]!.log.some((l) => l.includes(` ${key}`)), false, 'and nowhere else');
+      }
+      assert.ok(moved > 50, `${moved} keys of the server that is down (${round})`);
+    }
   });
 });

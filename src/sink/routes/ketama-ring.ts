@@ -17,16 +17,11 @@
  * `owners(key, n)` walks on from there to the next distinct servers: a key's replicas.
  */
 import { createHash } from 'node:crypto';
+import type { RingServer } from '../../config/ring-server.js';
+
+export type { RingServer } from '../../config/ring-server.js';
 
 export type KetamaHash = 'md5' | 'fnv1a_64';
-
-export interface RingServer {
-  /** `host:port`, where the server is reached. */
-  address: string;
-  weight: number;
-  /** The name its points are hashed from (twemproxy's optional name after the weight). */
-  name?: string;
-}
 
 const POINTS_PER_SERVER = 160;
 const DEFAULT_PORT = 11211;
@@ -37,15 +32,6 @@ export function pointName(s: RingServer): string {
   const i = s.address.lastIndexOf(':');
   const port = Number(s.address.slice(i + 1));
   return port === DEFAULT_PORT ? s.address.slice(0, i) : s.address;
-}
-
-/** `host:port[:weight] [name]` (twemproxy's server syntax; weight 1 when left out). */
-export function parseRingServer(spec: string): RingServer {
-  const m = /^(\S+?):(\d{1,5})(?::(\d+))?(?:\s+(\S+))?$/.exec(spec.trim());
-  if (!m) throw new Error(`'${spec}' is not host:port[:weight] [name]`);
-  const weight = m[3] === undefined ? 1 : Number(m[3]);
-  if (!(weight > 0)) throw new Error(`'${spec}': the weight must be 1 or more`);
-  return { address: `${m[1]}:${m[2]}`, weight, ...(m[4] !== undefined ? { name: m[4] } : {}) };
 }
 
 function md5(data: Buffer | string): Buffer {

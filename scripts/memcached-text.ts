@@ -111,6 +111,29 @@ export class MemcachedTextClient {
     });
   }
 
+  /** Multi-get of keys of any bytes: each key's value, or null, in the order of `keys`. */
+  async getEach(keys: readonly Buffer[]): Promise<(Buffer | null)[]> {
+    const s = await this.connect();
+    s.write(Buffer.concat([Buffer.from('get'), ...keys.flatMap((k) => [Buffer.from(' '), k]), Buffer.from('\r\n')]));
+    const found = await this.read((b) => {
+      const out = new Map<string, Buffer>();
+      let at = 0;
+      for (;;) {
+        const eol = b.indexOf('\r\n', at);
+        if (eol < 0) return undefined;
+        const line = b.subarray(at, eol).toString('latin1');
+        if (line === 'END') return { value: out, used: eol + 2 };
+        const m = /^VALUE ([^ ]+) \d+ (\d+)/.exec(line);
+        if (!m) throw new Error(`${this.address}: unexpected reply '${line}'`);
+        const len = Number(m[2]);
+        if (b.length < eol + 2 + len + 2) return undefined;
+        out.set(m[1]!, Buffer.from(b.subarray(eol + 2, eol + 2 + len)));
+        at = eol + 2 + len + 2;
+      }
+    });
+    return keys.map((k) => found.get(k.toString('latin1')) ?? null);
+  }
+
   async set(key: string | Buffer, value: string | Buffer, exptime = 0): Promise<void> {
     const s = await this.connect();
     const v = Buffer.from(value);

@@ -9,7 +9,6 @@
  * its PID.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -17,13 +16,12 @@ import { KetamaRing, type KetamaHash, type RingServer } from '../../src/sink/rou
 import { MemcachedTextClient } from '../../scripts/memcached-text.js';
 import { ensureReaders } from '../../scripts/stack.js';
 import { layout } from '../helpers/env.js';
-import { waitFor } from '../helpers/wait-for.js';
+import { Nutcracker, pylibmcSet } from '../helpers/readers.js';
 
 const base = layout.mariadb.port - 6;
 const dir = path.join(layout.dir, 'ketama-readers');
 const servers = layout.memcached.slice(0, 3).map((m) => `127.0.0.1:${m.port}`);
 const clients = servers.map((s) => new MemcachedTextClient(s, 5_000));
-let run = 0;
 
 before(() => {
   ensureReaders();
@@ -72,24 +70,10 @@ function assertPlaced(ring: KetamaRing, ks: Buffer[], where: number[][], reader:
 
 /** nutcracker with `spec` servers; the keys are set through it. */
 async function throughNutcracker(hash: KetamaHash, specs: string[], ks: Buffer[]): Promise<void> {
-  const port = base + 50;
-  const conf = path.join(dir, `nutcracker-${run++}.yml`);
-  fs.writeFileSync(
-    conf,
-    ['pool:', `  listen: 127.0.0.1:${port}`, `  hash: ${hash}`, '  distribution: ketama', '  auto_eject_hosts: false', '  servers:', ...specs.map((s) => `    - ${s}`), ''].join('\n'),
-  );
-  const child: ChildProcess = spawn('nutcracker', ['-c', conf, '-s', String(base + 51), '-a', '127.0.0.1', '-o', path.join(dir, 'nutcracker.log')], { stdio: 'ignore' });
+  const nc = new Nutcracker(base + 50, base + 51, dir);
+  await nc.start({ hash, servers: specs });
   try {
-    await waitFor(
-      async () => {
-        const probe = new MemcachedTextClient(`127.0.0.1:${port}`, 1_000);
-        const ok = await probe.set('ketama-probe', 'x').then(() => true, () => false);
-        probe.close();
-        return ok;
-      },
-      { timeoutMs: 10_000, message: 'nutcracker to answer' },
-    );
-    const proxy = new MemcachedTextClient(`127.0.0.1:${port}`, 5_000);
+    const proxy = new MemcachedTextClient(nc.address, 5_000);
     try {
       for (const k of ks) await proxy.set(k, 'v');
     } finally {
@@ -97,30 +81,12 @@ async function throughNutcracker(hash: KetamaHash, specs: string[], ks: Buffer[]
     }
   } finally {
     // Gone before the next case listens on its port.
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGTERM');
-    await exited;
+    await nc.stop();
   }
 }
 
-/** pylibmc with KETAMA_WEIGHTED (md5); the keys (hex, one per line) are set through it. */
-async function throughPylibmc(ks: Buffer[]): Promise<void> {
-  const script = [
-    'import sys, pylibmc',
-    `c = pylibmc.Client(${JSON.stringify(servers)}, behaviors={"ketama_weighted": True})`,
-    'for line in sys.stdin:',
-    '    c.set(bytes.fromhex(line.strip()), b"v")',
-    'print("ok")',
-  ].join('\n');
-  // Debian's python, which has the package (another python3 may come first on PATH).
-  const child = spawn('/usr/bin/python3', ['-c', script], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-  child.stdin.end(ks.map((k) => k.toString('hex')).join('\n') + '\n');
-  const code = await new Promise<number | null>((r) => child.on('exit', r));
-  assert.equal(code, 0, out);
-}
+/** pylibmc with KETAMA_WEIGHTED (md5); the keys are set through it. */
+const throughPylibmc = (ks: Buffer[]) => pylibmcSet(servers, ks);
 
 const ringOf = (specs: RingServer[], hash: KetamaHash) => new KetamaRing(specs, hash);
 

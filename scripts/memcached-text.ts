@@ -48,7 +48,15 @@ export class MemcachedTextClient {
   private async read<T>(parse: (b: Buffer) => { value: T; used: number } | undefined): Promise<T> {
     const deadline = Date.now() + this.timeoutMs;
     for (;;) {
-      const r = parse(this.buf);
+      let r: { value: T; used: number } | undefined;
+      try {
+        r = parse(this.buf);
+      } catch (err) {
+        // A reply it cannot read (an error line): the rest of the stream cannot be trusted.
+        this.socket?.destroy();
+        this.socket = undefined;
+        throw err;
+      }
       if (r) {
         this.buf = this.buf.subarray(r.used);
         return r.value;

@@ -122,7 +122,7 @@ const ringServerSpec = z.string().transform((spec, ctx) => {
 });
 
 /** Options that only a ketama data center takes. */
-const KETAMA_ONLY = ['hash', 'replicas', 'backup', 'ejectDeletes'] as const;
+const KETAMA_ONLY = ['hash', 'replicas', 'backup', 'ejectDeletes', 'readerRetryMs'] as const;
 
 export const datacenterSchema = z
   .strictObject({
@@ -151,6 +151,12 @@ export const datacenterSchema = z
      * the fallback never serves a value filled before the write. Default: on.
      */
     ejectDeletes: bool.optional(),
+    /**
+     * ketama: how long readers keep a server ejected before they try it again (twemproxy's
+     * `server_retry_timeout`, libmemcached's retry timeout). The deletes of `ejectDeletes` go on
+     * that long after a server returns; then what readers filled elsewhere for it is deleted.
+     */
+    readerRetryMs: positiveInt.optional(),
   })
   .transform((d, ctx) => {
     const addresses = (specs: readonly string[], at: string) =>
@@ -193,6 +199,7 @@ export const datacenterSchema = z
       replicas,
       backup,
       ejectDeletes: d.ejectDeletes ?? true,
+      readerRetryMs: d.readerRetryMs ?? 30_000,
     };
   });
 

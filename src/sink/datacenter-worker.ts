@@ -32,6 +32,8 @@ import { OpApplier } from './op-applier.js';
 import { createRoute, type Route } from './routes/route.js';
 import { ServerChannel, type ChannelStore, type Refusal, type SavedServerState, type WarmResult, type WriteableOp } from './server-channel.js';
 import { linkPeers, warmFromPeers } from './warm-copy.js';
+import { Ejections } from './ejections.js';
+import { deleteForeignKeys } from './foreign-keys.js';
 
 export type WorkerState = LifecycleState;
 
@@ -116,6 +118,8 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
   private readonly channels: ServerChannel[];
   /** Which servers get which op, and which hold which keys. */
   readonly route: Route;
+  /** ketama with ejectDeletes: the servers readers may have ejected. */
+  private readonly ejections: Ejections | undefined;
   /** Warms every healthy server that is missing keys, if a complete peer is healthy. */
   private readonly rewarmIncomplete: () => void;
   private readonly applier: OpApplier;
@@ -181,7 +185,14 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     // A complete server back in service: any peer that is missing keys is warmed again from it.
     // Not under SASL, where nothing can be copied (see warm()).
     this.rewarmIncomplete = config.memcached.username === undefined ? linkPeers(this.channels, this.route) : () => undefined;
-    this.applier = new OpApplier(this.channels, this.route, { logger: this.logger, signal: this.abort.signal });
+    if (dcConfig.routing === 'ketama' && dcConfig.ejectDeletes) {
+      this.ejections = new Ejections(this.channels, dcConfig.readerRetryMs, () => void this.deleteFallbackFills());
+    }
+    this.applier = new OpApplier(this.channels, this.route, {
+      logger: this.logger,
+      signal: this.abort.signal,
+      ...(this.ejections ? { ejected: () => this.ejections!.current() } : {}),
+    });
   }
 
   get state(): WorkerState {
@@ -432,6 +443,21 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     });
   }
 
+  /**
+   * Every server is back and readers read them all again: what readers filled on other servers
+   * for their keys meanwhile goes (foreign-keys.ts). If this fails, the next return tries again.
+   */
+  private async deleteFallbackFills(): Promise<void> {
+    // Listing a server's keys takes the text protocol, which memcached turns off under SASL.
+    if (this.config.memcached.username !== undefined) return;
+    try {
+      const deleted = await deleteForeignKeys(this.channels, this.route, { timeoutMs: this.config.memcached.timeoutMs * 5, signal: this.abort.signal });
+      this.logger.info({ deleted }, 'every server is back: deleted what readers had filled on other servers for their keys');
+    } catch (err) {
+      if (!this.abort.signal.aborted) this.logger.warn({ err: errorMessage(err) }, 'could not delete what readers filled on other servers for a returned server');
+    }
+  }
+
   private async recordRefusals(refusals: Refusal[]): Promise<void> {
     this.stats.deadLetters += refusals.length;
     const at = new Date().toISOString();
@@ -488,6 +514,7 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     if (!this.abort.signal.aborted) this.abort.abort(new McreplError('CLOSED', 'worker closed'));
     await Promise.all(this.workers.map((w) => w.close(true).catch(() => undefined)));
     for (const c of this.channels) c.stop();
+    this.ejections?.stop();
     await Promise.all(this.channels.map((c) => c.writer.close().catch(() => undefined)));
     await this.lease.release();
     this.redis.disconnect();

@@ -25,6 +25,8 @@ export interface ApplierOptions {
   logger: Logger;
   /** Aborted on shutdown: a job waiting for a healthy server rejects with the abort reason. */
   signal: AbortSignal;
+  /** The servers readers may have ejected (ejections.ts); default: those not healthy. */
+  ejected?: () => Set<number>;
 }
 
 export class OpApplier {
@@ -58,8 +60,9 @@ export class OpApplier {
     }
   }
 
-  /** The servers that are not healthy (by index). */
+  /** The servers readers may have ejected (by index). */
   private down(): Set<number> {
+    if (this.opts.ejected) return this.opts.ejected();
     const out = new Set<number>();
     this.channels.forEach((c, i) => c.health !== 'healthy' && out.add(i));
     return out;

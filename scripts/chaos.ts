@@ -23,6 +23,10 @@
  *   memcached-stop  SIGSTOP of one memcached server for 3 client timeouts, then SIGCONT
  *   dc-outage       every memcached server of one data center stopped (SIGSTOP) for a minute
  *
+ * With `--ketama`, east has three servers and shards keys over them on a ketama ring with
+ * replicas 2 (every key on two of the three); the checker, the sentinel and the bulk watches then
+ * expect each key on exactly the servers it belongs on, and nothing of it elsewhere.
+ *
  * With `--sites`, the data centers are in two sites (scripts/two-sites.ts): `east` reads the
  * primary through the stack's Redis; `west` has a Redis of its own and reads a MariaDB replica
  * of the primary that replicates through a WAN link (a latency proxy) the run can cut. Each site
@@ -54,7 +58,7 @@ import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import mysql, { type Connection } from 'mysql2/promise';
 import { loadConfig } from '../src/config/load.js';
-import type { RedisConfig, ResolvedConfig } from '../src/config/schema.js';
+import { serversOf, type RedisConfig, type ResolvedConfig } from '../src/config/schema.js';
 import { siteOfDatacenter, sitesOf } from '../src/config/sites.js';
 import { withRedis } from '../src/coordination/redis.js';
 import { RedisKeys } from '../src/fanout/redis-keys.js';
@@ -63,7 +67,7 @@ import { installAll } from '../src/registry/schema-installer.js';
 import { mysqlFor } from '../src/registry/accounts.js';
 import { writeConfigFile } from '../test/helpers/cli.js';
 import { MemcachedTextClient } from './memcached-text.js';
-import { check, mcreplStatus, Proc, sleep, waitForLog } from './harness.js';
+import { check, holdsOf, mcreplStatus, Proc, sleep, waitForLog, type Holds } from './harness.js';
 import { startWestSite, type WestSite } from './two-sites.js';
 import {
   down,
@@ -117,6 +121,7 @@ const program = new Command()
   .option('--no-bulk', 'no bulk transactions')
   .option('--port-base <port>', 'first port of the private stack', count, 23400)
   .option('--keep-stack', 'leave the private stack running afterwards')
+  .option('--ketama', 'east shards over three servers: routing ketama (fnv1a_64, named servers, weights 1/1/2), replicas 2; each key is checked on the servers it belongs on')
   .option('--sites', "two sites: west with its own Redis, reading a replica of the primary across a WAN link that the run cuts (more fault kinds: wan-cut, replica, replica-stop)")
   .addHelpText(
     'after',
@@ -138,6 +143,7 @@ interface Options {
   portBase: number;
   keepStack?: boolean;
   sites?: boolean;
+  ketama?: boolean;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -348,6 +354,7 @@ class BulkLoads {
     private readonly installer: mysql.ConnectionOptions,
     private readonly admin: mysql.ConnectionOptions,
     private readonly servers: string[],
+    private readonly holds: Holds,
     private readonly opts: Options,
     private readonly workload: Workload,
     private readonly random: () => number,
@@ -524,7 +531,7 @@ class BulkLoads {
       while (this.watching) {
         const got = await Promise.all(clients.map((c) => c.getMany(keys).catch(() => undefined)));
         const seenAt = Date.now();
-        const done = got.every((g) => g !== undefined && (want === 'present' ? sample.every((s) => g.get(s.key)?.toString() === s.value) : g.size === 0));
+        const done = got.every((g, i) => g !== undefined && (want === 'present' ? sample.every((s) => !this.holds(this.servers[i]!, s.key) || g.get(s.key)?.toString() === s.value) : g.size === 0));
         if (done) return (seenAt - since) / 1000;
         if (superseded()) return 'its namespace was flushed before it was seen on every server';
         await sleep(250);
@@ -1002,7 +1009,7 @@ async function main(): Promise<number> {
   const durationMs = opts.duration * 1000;
   const dcOutageMs = Math.min((opts.dcOutage ?? 60) * 1000, durationMs * 0.4);
 
-  const layout = stackLayout(path.join(repoRoot, '.stack', 'chaos'), opts.portBase);
+  const layout = stackLayout(path.join(repoRoot, '.stack', 'chaos'), opts.portBase, { east: opts.ketama ? 3 : 2, west: 2 });
   say(`seed ${seed.toString(16)}; duration ${opts.duration} s; private stack on ports ${opts.portBase}-${opts.portBase + 99} under ${path.relative(repoRoot, layout.dir)}`);
   const { started } = await up(layout);
   say(started.length ? `stack started: ${started.join(', ')}` : 'stack already running');
@@ -1035,7 +1042,9 @@ async function main(): Promise<number> {
       'mysql.serverId': 200_000 + (seed % 1_000_000),
       'redis.prefix': `chaos-${runId}`,
       partitions: 4,
-      'datacenters.east': { servers: layout.memcached.filter((m) => m.dc === 'east').map((m) => `127.0.0.1:${m.port}`) },
+      'datacenters.east': opts.ketama
+        ? { routing: 'ketama', hash: 'fnv1a_64', replicas: 2, servers: layout.memcached.filter((m) => m.dc === 'east').map((m, i) => `127.0.0.1:${m.port}:${i === 2 ? 2 : 1} ${m.name}`) }
+        : { servers: layout.memcached.filter((m) => m.dc === 'east').map((m) => `127.0.0.1:${m.port}`) },
       'datacenters.west': { servers: layout.memcached.filter((m) => m.dc === 'west').map((m) => `127.0.0.1:${m.port}`) },
       // A standby takes over within 3 s; a stopped memcached counts as down after 1 s.
       'tailer.leaseTtlMs': 3_000,
@@ -1078,9 +1087,11 @@ async function main(): Promise<number> {
     return { host: c.host, port: c.port, user: c.user, password: c.password ?? '', database: c.database };
   };
   const tag = `chaos-${runId}`;
-  const servers = Object.values(config.datacenters).flatMap((d) => d.servers);
+  const servers = Object.values(config.datacenters).flatMap((d) => serversOf(d));
   const workload = new Workload(mysqlOpts('writer'), mysqlOpts('admin'), opts, tag, random);
-  const bulk = new BulkLoads(mysqlOpts('installer'), mysqlOpts('admin'), servers, opts, workload, random);
+  // Which servers each key belongs on (all of them, but in a ketama data center).
+  const holds = holdsOf(config.datacenters);
+  const bulk = new BulkLoads(mysqlOpts('installer'), mysqlOpts('admin'), servers, holds, opts, workload, random);
   const faults = new Faults(layout, tailers, workers, config, random, west);
   const kindsToInject: FaultKind[] = [...FAULT_KINDS, ...(west ? SITE_FAULT_KINDS : [])];
   onInterrupt = async () => {
@@ -1153,7 +1164,7 @@ async function main(): Promise<number> {
         await sleep(1_000);
       }
     }
-    const lacking = await waitForKeyEverywhere(servers, sentinel, 'end', 150_000);
+    const lacking = await waitForKeyEverywhere(servers.filter((s) => holds(s, sentinel)), sentinel, 'end', 150_000);
     let drain: { drained: boolean; last: string };
     if (lacking.length === 0) drain = await waitForDrain(configFile, 150_000);
     else {
@@ -1167,7 +1178,7 @@ async function main(): Promise<number> {
     const keys = [...Array.from({ length: opts.keys }, (_, i) => workload.key(i).key), ...bulk.keys()];
     say(`checking ${keys.length} keys written (and every key of the registry) on ${servers.length} servers`);
     const checkStarted = Date.now();
-    const result = await check(mysqlOpts('admin'), servers, keys);
+    const result = await check(mysqlOpts('admin'), servers, keys, { holds });
     const checkS = (Date.now() - checkStarted) / 1000;
 
     process.stdout.write('\nfaults injected:\n');
@@ -1205,22 +1216,35 @@ async function main(): Promise<number> {
     const live = keys.find((k) => result.liveKeys.has(k));
     let selfTest = 'skipped (no live key)';
     if (live) {
-      const planted = new MemcachedTextClient(servers[servers.length - 1]!);
+      // On a server the key belongs on (the last such).
+      const target = servers.filter((s) => holds(s, live)).pop()!;
+      const planted = new MemcachedTextClient(target);
       await planted.set(live, 'planted-stale-value');
       planted.close();
-      const again = await check(mysqlOpts('admin'), servers, [live], { listedOnly: true });
-      const found = again.divergent.get(live)?.some((d) => d.server === servers[servers.length - 1] && d.found.startsWith('a different value'));
+      const again = await check(mysqlOpts('admin'), servers, [live], { listedOnly: true, holds });
+      const found = again.divergent.get(live)?.some((d) => d.server === target && d.found.startsWith('a different value'));
       selfTest = found ? 'a stale value planted on one server was found' : 'FAILED: a stale value planted on one server was not found';
-      const fix = new MemcachedTextClient(servers[servers.length - 1]!);
+      const fix = new MemcachedTextClient(target);
       await fix.delete(live);
       fix.close();
+      // And a value of the key on a server it does not belong on (ketama).
+      const stranger = servers.find((s) => !holds(s, live));
+      if (stranger && !selfTest.startsWith('FAILED')) {
+        const c = new MemcachedTextClient(stranger);
+        await c.set(live, 'planted-misplaced-value');
+        const misplaced = await check(mysqlOpts('admin'), servers, [live], { listedOnly: true, holds });
+        await c.delete(live);
+        c.close();
+        const seen = misplaced.divergent.get(live)?.some((d) => d.server === stranger && d.expected.startsWith('nothing (the key is not placed'));
+        selfTest += seen ? '; a key planted on a server it does not belong on was found' : '; FAILED: a key planted on a server it does not belong on was not found';
+      }
     }
     process.stdout.write(`checker self-test: ${selfTest}\n`);
     process.stdout.write(`divergent keys: ${result.divergent.size}\n`);
     // A crashed process was restarted as a supervisor would, so the data may still converge; but
     // a process that exits by itself, or a stale lease holder that does not stand by, is a bug.
     process.stdout.write(`pipeline problems: ${problems.length}${problems.length ? ' (see PROBLEM above)' : ''}\n`);
-    exitCode = result.divergent.size === 0 && drain.drained && !selfTest.startsWith('FAILED') && problems.length === 0 ? 0 : 1;
+    exitCode = result.divergent.size === 0 && drain.drained && !selfTest.includes('FAILED') && problems.length === 0 ? 0 : 1;
   } finally {
     stopping = true;
     faults.resumeAll();

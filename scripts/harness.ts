@@ -1,7 +1,9 @@
 /**
  * What `npm run chaos` and `npm run bench` share: the pipeline as real CLI processes, and the
  * checker, which compares every memcached server with the state MySQL committed using none of
- * the pipeline's code (plain text-protocol gets and a plain SQL query).
+ * the pipeline's code (plain text-protocol gets and a plain SQL query) but, for a ketama data
+ * center, which servers a key belongs on: that is the ring's, which the reader tests check
+ * against nutcracker and pylibmc themselves.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -10,6 +12,8 @@ import path from 'node:path';
 import mysql, { type RowDataPacket } from 'mysql2/promise';
 import { MemcachedTextClient } from './memcached-text.js';
 import { repoRoot } from './stack.js';
+import type { ResolvedConfig } from '../src/config/schema.js';
+import { createRoute, type Route } from '../src/sink/routes/route.js';
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -144,6 +148,22 @@ export interface CheckResult {
   liveKeys: Set<string>;
 }
 
+/** Whether a server is meant to hold a key (every server, unless its data center shards). */
+export type Holds = (server: string, key: string) => boolean;
+
+/** `Holds` for a config's data centers, from their routes. */
+export function holdsOf(datacenters: ResolvedConfig['datacenters']): Holds {
+  const at = new Map<string, { route: Route; index: number }>();
+  for (const dc of Object.values(datacenters)) {
+    const route = createRoute(dc);
+    route.servers.forEach((server, index) => at.set(server, { route, index }));
+  }
+  return (server, key) => {
+    const a = at.get(server);
+    return a ? a.route.holds(a.index, Buffer.from(key)) : true;
+  };
+}
+
 /** Keys per multi-get; a few hundred keep each reply well under a megabyte. */
 const GET_BATCH = 500;
 
@@ -154,7 +174,7 @@ const GET_BATCH = 500;
  * skipped. The servers are read at the same time, each with multi-gets of a few hundred keys, so
  * a million keys on four servers take seconds.
  */
-export async function check(admin: mysql.ConnectionOptions, servers: string[], keys: string[], opts: { nsId?: number; listedOnly?: boolean } = {}): Promise<CheckResult> {
+export async function check(admin: mysql.ConnectionOptions, servers: string[], keys: string[], opts: { nsId?: number; listedOnly?: boolean; holds?: Holds } = {}): Promise<CheckResult> {
   const conn = await mysql.createConnection(admin);
   const where = opts.listedOnly ? (keys.length > 0 ? ' WHERE mc_key IN (?)' : ' WHERE FALSE') : opts.nsId !== undefined ? ' WHERE ns_id = ?' : '';
   const [rows] = await conn.query<RowDataPacket[]>(`SELECT mc_key, expires_at, HEX(value_md5) AS md5 FROM mc_stored_keys${where}`, opts.listedOnly ? [keys] : opts.nsId !== undefined ? [opts.nsId] : []);
@@ -182,10 +202,16 @@ export async function check(admin: mysql.ConnectionOptions, servers: string[], k
           result.comparisons++;
           const live = want && (want.expiresAt === null || want.expiresAt > now);
           if (live) result.liveKeys.add(key);
+          // A server that is not meant to hold the key (ketama) must hold nothing of it.
+          const owns = opts.holds?.(server, key) ?? true;
           const gotMd5 = value ? createHash('md5').update(value).digest('hex') : undefined;
           if (value) result.present++;
           let problem: Divergence | undefined;
-          if (live && gotMd5 !== want.md5) {
+          if (!owns && value) {
+            problem = { server, key, expected: 'nothing (the key is not placed on this server)', found: `a value (md5 ${gotMd5}, ${JSON.stringify(value.toString().slice(0, 40))})` };
+          } else if (!owns) {
+            // Nothing, as it should.
+          } else if (live && gotMd5 !== want.md5) {
             problem = { server, key, expected: `value with md5 ${want.md5}`, found: value ? `a different value (md5 ${gotMd5}, ${JSON.stringify(value.toString().slice(0, 40))})` : 'nothing' };
           } else if (!live && value) {
             problem = { server, key, expected: want ? `nothing (expired at ${new Date(want.expiresAt! * 1000).toISOString()})` : 'nothing (deleted or flushed)', found: `a value (md5 ${gotMd5}, ${JSON.stringify(value.toString().slice(0, 40))})` };

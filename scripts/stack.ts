@@ -78,6 +78,8 @@ const envInt = (name: string, dflt: number): number => {
 export function stackLayout(
   dir = process.env.MCREPL_STACK_DIR ?? path.join(repoRoot, '.stack'),
   base = envInt('MCREPL_STACK_PORT_BASE', 23300),
+  /** memcached servers per data center (at most 9 each). */
+  perDc: { east: number; west: number } = { east: 2, west: 2 },
 ): StackLayout {
   const mdir = path.join(dir, 'mariadb');
   // Unix socket paths are limited to ~107 bytes; fall back to /tmp for deep checkouts.
@@ -99,12 +101,7 @@ export function stackLayout(
       pidFile: path.join(dir, 'redis', 'redis.pid'),
       logFile: path.join(dir, 'redis', 'redis.log'),
     },
-    memcached: [
-      { dc: 'east', name: 'east-1', port: base + 11 },
-      { dc: 'east', name: 'east-2', port: base + 12 },
-      { dc: 'west', name: 'west-1', port: base + 21 },
-      { dc: 'west', name: 'west-2', port: base + 22 },
-    ],
+    memcached: (['east', 'west'] as const).flatMap((dc, d) => Array.from({ length: perDc[dc] }, (_, i) => ({ dc, name: `${dc}-${i + 1}`, port: base + 11 + 10 * d + i }))),
     secretsDir: path.join(dir, 'secrets'),
     // Redis is base+79 (and the TLS test's base+80): the replica and sentinels follow it.
     sentinel: sentinelGroup(path.join(dir, 'redis-sentinel'), 'mcrepl', { primary: base + 79, replica: base + 81, sentinels: [base + 82, base + 83, base + 84] }, {

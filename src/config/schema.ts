@@ -3,7 +3,7 @@
  * default. Types are inferred from it. See config/mcrepl.example.yaml for a commented example.
  */
 import { z } from 'zod';
-import { parseRingServer } from './ring-server.js';
+import { parseRingServer, type RingServer } from './ring-server.js';
 
 const port = z.coerce.number().int().min(1).max(65535);
 const positiveInt = z.coerce.number().int().positive();
@@ -177,10 +177,9 @@ export const datacenterSchema = z
       if (seen.has(a)) ctx.addIssue({ code: 'custom', path: ['backup'], message: `${a} is listed twice (a backup is not one of the ring's servers)` });
       seen.add(a);
     }
-    const servers = ring.map((s) => s.address);
     if (d.routing === 'replicate') {
       for (const k of KETAMA_ONLY) if (d[k] !== undefined) ctx.addIssue({ code: 'custom', path: [k], message: `'${k}' applies to routing: ketama only (this data center replicates every key to every server)` });
-      return { routing: 'replicate' as const, servers };
+      return { routing: 'replicate' as const, servers: ring.map((s) => s.address) };
     }
     const names = new Set<string>();
     for (const s of ring) {
@@ -192,9 +191,8 @@ export const datacenterSchema = z
     if (ring.length === d.servers.length && replicas > ring.length) ctx.addIssue({ code: 'custom', path: ['replicas'], message: `replicas: ${replicas} needs at least that many servers (there are ${ring.length})` });
     return {
       routing: 'ketama' as const,
-      /** Addresses of the ring's servers, in the config's order. */
-      servers,
-      ring,
+      /** As written, weight spelled out: `host:port:weight [name]` (ringOf parses them). */
+      servers: ring.map((r) => `${r.address}:${r.weight}${r.name !== undefined ? ` ${r.name}` : ''}`),
       hash: d.hash ?? ('fnv1a_64' as const),
       replicas,
       backup,
@@ -203,9 +201,14 @@ export const datacenterSchema = z
     };
   });
 
-/** Every server of a data center that workers write to: the ring's (or the replicated set), then the backups. */
+/** The ring of a ketama data center (its `servers`, parsed). */
+export function ringOf(d: z.output<typeof datacenterSchema>): RingServer[] {
+  return d.servers.map(parseRingServer);
+}
+
+/** Addresses of every server of a data center that workers write to: the ring's (or the replicated set), then the backups. */
 export function serversOf(d: z.output<typeof datacenterSchema>): string[] {
-  return d.routing === 'ketama' ? [...d.servers, ...d.backup] : d.servers;
+  return d.routing === 'ketama' ? [...ringOf(d).map((r) => r.address), ...d.backup] : d.servers;
 }
 
 /**

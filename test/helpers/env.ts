@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { Connection } from 'mysql2/promise';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../../src/config/load.js';
-import type { ResolvedConfig } from '../../src/config/schema.js';
+import { serversOf, type ResolvedConfig } from '../../src/config/schema.js';
 import { connectMysql } from '../../src/registry/mysql.js';
 import { installAll } from '../../src/registry/schema-installer.js';
 import { mysqlFor } from '../../src/registry/accounts.js';
@@ -102,7 +102,7 @@ export class TestEnv {
 
   /** Every memcached server of every data center. */
   get servers(): string[] {
-    return Object.values(this.config.datacenters).flatMap((d) => d.servers);
+    return Object.values(this.config.datacenters).flatMap((d) => serversOf(d));
   }
 
   /** A key no other test uses. */

@@ -1,7 +1,9 @@
 /**
  * The short chaos run (`npm run chaos` is the 5-minute one): every kind of fault injected at
  * random times under a randomized workload with one bulk transaction of 50,000-80,000 rows, then
- * an independent checker compares every server with what MySQL committed. It runs on a private
+ * an independent checker compares every server with what MySQL committed (east shards its keys
+ * over three servers with ketama and replicas 2: each key is judged on the servers it belongs
+ * on). It runs on a private
  * stack of its own (ports 23400-23499, or from $CHAOS_PORT_BASE). The second run places the data
  * centers in two sites (`--sites`): west with its own Redis and tailers, reading a replica of the
  * primary across a WAN link that the run cuts.
@@ -31,8 +33,8 @@ function chaos(t: TestContext, args: string[]): Promise<{ code: number | null; t
   });
 }
 
-test('a short chaos run injects every kind of fault and a bulk transaction and ends with no divergent key', { timeout: 330_000 }, async (t) => {
-  const out = await chaos(t, ['--duration', '70', '--dc-outage', '20', '--bulk-rows', '50000-80000']);
+test('a short chaos run (east sharded: ketama, replicas 2) injects every kind of fault and a bulk transaction and ends with no divergent key', { timeout: 330_000 }, async (t) => {
+  const out = await chaos(t, ['--ketama', '--duration', '70', '--dc-outage', '20', '--bulk-rows', '50000-80000']);
   assert.equal(out.code, 0, out.text);
   // Every kind comes once before any repeats, whatever the seed.
   for (const kind of ['tailer', 'tailer-stop', 'workers', 'workers-stop', 'redis', 'mariadb', 'memcached-kill', 'memcached-stop', 'dc-outage']) {
@@ -46,8 +48,8 @@ test('a short chaos run injects every kind of fault and a bulk transaction and e
   const bulk = /^ +[\d.]+s  #\d+ (\d+) rows into namespace \d+ \(\d+ over workload keys\): committed in [\d.]+ s, .*; its namespace flushed at /m.exec(out.text);
   assert.ok(bulk, 'a bulk transaction was committed and its namespace flushed');
   assert.ok(Number(bulk[1]) >= 50_000, 'of at least 50,000 rows');
-  assert.match(out.text, /checker self-test: a stale value planted on one server was found/);
-  assert.match(out.text, /^checked \d+ keys on 4 servers: \d+ comparisons, [1-9]\d* values present/m);
+  assert.match(out.text, /checker self-test: a stale value planted on one server was found; a key planted on a server it does not belong on was found/);
+  assert.match(out.text, /^checked \d+ keys on 5 servers: \d+ comparisons, [1-9]\d* values present/m);
   assert.match(out.text, /^divergent keys: 0$/m);
 });
 
@@ -61,8 +63,8 @@ test('a short chaos run over two sites (a replica across a WAN link for west) in
   // The replica stood still: west's tailer read the primary meanwhile (or the run reports a PROBLEM).
   assert.match(out.text, /^ +[\d.]+s  replica-stop .* west's tailer read the primary after [\d.]+ s and went on/m);
   assert.match(out.text, /^ +[\d.]+s  wan-cut .* carried nothing for [\d.]+ s, then healed$/m);
-  assert.match(out.text, /checker self-test: a stale value planted on one server was found/);
-  assert.match(out.text, /^checked \d+ keys on 4 servers: \d+ comparisons, [1-9]\d* values present/m);
+  assert.match(out.text, /checker self-test: a stale value planted on one server was found; a key planted on a server it does not belong on was found/);
+  assert.match(out.text, /^checked \d+ keys on 5 servers: \d+ comparisons, [1-9]\d* values present/m);
   assert.match(out.text, /^divergent keys: 0$/m);
   assert.match(out.text, /^pipeline problems: 0$/m);
 });

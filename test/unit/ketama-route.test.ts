@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { loadConfig } from '../../src/config/load.js';
-import { datacenterSchema, serversOf } from '../../src/config/schema.js';
+import { datacenterSchema, ringOf, serversOf } from '../../src/config/schema.js';
 import { ConfigError } from '../../src/errors.js';
 import type { SetOp } from '../../src/fanout/op.js';
 import { KetamaRing } from '../../src/sink/routes/ketama-ring.js';
@@ -34,8 +34,10 @@ describe('ketama data-center config', () => {
     const d = dc({ routing: 'ketama', servers: ['10.0.0.1:11211:1 a', '10.0.0.2:11211:2', '10.0.0.3:11212'] });
     assert.equal(d.routing, 'ketama');
     if (d.routing !== 'ketama') return;
-    assert.deepEqual(d.servers, ['10.0.0.1:11211', '10.0.0.2:11211', '10.0.0.3:11212'], 'servers: the addresses');
-    assert.deepEqual(d.ring, [
+    assert.deepEqual(d.servers, ['10.0.0.1:11211:1 a', '10.0.0.2:11211:2', '10.0.0.3:11212:1'], 'servers as written, weights spelled out');
+    assert.deepEqual(dc(d), d, 'the resolved form reads back the same (a config file written from it)');
+    assert.deepEqual(serversOf(d), ['10.0.0.1:11211', '10.0.0.2:11211', '10.0.0.3:11212'], 'their addresses');
+    assert.deepEqual(ringOf(d), [
       { address: '10.0.0.1:11211', weight: 1, name: 'a' },
       { address: '10.0.0.2:11211', weight: 2 },
       { address: '10.0.0.3:11212', weight: 1 },

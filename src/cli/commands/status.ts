@@ -8,6 +8,7 @@ import { datacenterDepth, datacenterMemory, readTopology, type QueueDepth } from
 import { serverStateOf } from '../../sink/datacenter-worker.js';
 import { RedisCheckpointStore, describePosition, type Checkpoint, type Position } from '../../source/checkpoint-store.js';
 import { sitesOf, type Site } from '../../config/sites.js';
+import { serversOf } from '../../config/schema.js';
 import { errorMessage, McreplError } from '../../errors.js';
 import { connectMysql } from '../../registry/mysql.js';
 import { mysqlFor } from '../../registry/accounts.js';
@@ -136,7 +137,7 @@ export async function collectStatus(site: Site, primary: Promise<Position | null
           const states = await redis.hgetall(keys.servers(name));
           const worker = await Lease.holder(redis, keys.workerLease(name));
           const servers: ServerReport[] = await Promise.all(
-            (config.datacenters[name]?.servers ?? Object.keys(states)).map(async (address) => {
+            (config.datacenters[name] ? serversOf(config.datacenters[name]) : Object.keys(states)).map(async (address) => {
               const st = serverStateOf(states[address]);
               const missedKey = keys.missed(name, address);
               return {

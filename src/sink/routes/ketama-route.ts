@@ -10,7 +10,8 @@
  * filled there before the write is gone, and the next read fills the new value. (With unequal
  * weights a rebuilt ring moves some keys of the live servers too; those are covered alike.)
  */
-import type { DatacenterConfig } from '../../config/schema.js';
+import { ringOf, serversOf, type DatacenterConfig } from '../../config/schema.js';
+import type { RingServer } from '../../config/ring-server.js';
 import type { WriteableOp } from '../../fanout/op.js';
 import { KetamaRing } from './ketama-ring.js';
 import type { Route, WarmPeers } from './route.js';
@@ -32,10 +33,13 @@ export class KetamaRoute implements Route {
   /** The rings readers rebuild without the ejected servers, by the ejected set. */
   private readonly readerRings = new Map<string, PartialRing | undefined>();
 
+  private readonly members: RingServer[];
+
   constructor(private readonly dc: KetamaDatacenter) {
-    this.ring = new KetamaRing(dc.ring, dc.hash);
-    this.ringSize = dc.ring.length;
-    this.servers = [...dc.servers, ...dc.backup];
+    this.members = ringOf(dc);
+    this.ring = new KetamaRing(this.members, dc.hash);
+    this.ringSize = this.members.length;
+    this.servers = serversOf(dc);
     this.backups = dc.backup.map((_, i) => this.ringSize + i);
   }
 
@@ -65,8 +69,8 @@ export class KetamaRoute implements Route {
     if (gone.length === 0 || gone.length === this.ringSize) return undefined;
     const id = gone.join(',');
     if (!this.readerRings.has(id)) {
-      const index = this.dc.ring.flatMap((_, i) => (gone.includes(i) ? [] : [i]));
-      this.readerRings.set(id, { ring: new KetamaRing(index.map((i) => this.dc.ring[i]!), this.dc.hash), index });
+      const index = this.members.flatMap((_, i) => (gone.includes(i) ? [] : [i]));
+      this.readerRings.set(id, { ring: new KetamaRing(index.map((i) => this.members[i]!), this.dc.hash), index });
     }
     return this.readerRings.get(id);
   }
@@ -77,7 +81,7 @@ export class KetamaRoute implements Route {
 
   warmPeers(i: number): WarmPeers {
     const others = (list: number[]) => list.filter((j) => j !== i);
-    const ringServers = this.dc.ring.map((_, j) => j);
+    const ringServers = this.members.map((_, j) => j);
     if (i >= this.ringSize) return { full: others(this.backups), parts: ringServers };
     return { full: this.backups, parts: this.dc.replicas > 1 ? others(ringServers) : [] };
   }

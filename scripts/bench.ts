@@ -11,6 +11,8 @@
  *              processes (a tailer, one worker group per data center), per writer; peak RSS
  *              and CPU of each process; the tailer alone and the workers alone; Redis bytes
  *              per queued op
+ *   ketama     the same backlog into one data center of three servers of its own: replicate,
+ *              then ketama with replicas 1 and 2 (each key checked on the servers it belongs on)
  *   lag        commit → visible on every server, p50/p99/max, at steady source rates, read
  *              by a prober with a plain text-protocol client; per-key order watched meanwhile
  *              and every key checked against MySQL afterwards (the chaos run's checker); then
@@ -43,7 +45,7 @@ import { runNaive } from '../bench/naive.js';
 import { startFloor } from '../bench/floor.js';
 import { measureBullmq } from '../bench/bullmq-cost.js';
 import { loadConfig } from '../src/config/load.js';
-import type { ResolvedConfig } from '../src/config/schema.js';
+import { datacenterSchema, serversOf, type ResolvedConfig } from '../src/config/schema.js';
 import { redisOptions } from '../src/coordination/redis.js';
 import { RedisKeys } from '../src/fanout/redis-keys.js';
 import { mysqlFor } from '../src/registry/accounts.js';
@@ -53,7 +55,8 @@ import { RedisCheckpointStore, type Checkpoint, type Position } from '../src/sou
 import { currentBinlogPosition } from '../src/source/position.js';
 import { watchForRegressions } from '../test/helpers/regression-watcher.js';
 import { writeConfigFile } from '../test/helpers/cli.js';
-import { check, cpuSecondsOf, Proc, sleep } from './harness.js';
+import { PrivateMemcached } from '../test/helpers/memcached-server.js';
+import { check, cpuSecondsOf, holdsOf, Proc, sleep } from './harness.js';
 import { LatencyProxyProcess } from './latency-proxy.js';
 import { runWan, wanReport } from './wan.js';
 import { MemcachedTextClient } from './memcached-text.js';
@@ -74,7 +77,7 @@ const count0 = (v: string): number => {
 };
 const list = <T>(parse: (s: string) => T) => (v: string): T[] => v.split(',').map((s) => parse(s.trim()));
 const rate = (s: string): number | 'max' => (s === 'max' ? 'max' : count(s));
-const SECTIONS = ['ceilings', 'naive', 'drain', 'bulk', 'lag', 'distance', 'wan', 'flush'] as const;
+const SECTIONS = ['ceilings', 'naive', 'drain', 'ketama', 'bulk', 'lag', 'distance', 'wan', 'flush'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const program = new Command()
@@ -441,10 +444,10 @@ async function startFrom(ctx: Ctx, keys: RedisKeys, from: Position): Promise<voi
   await new RedisCheckpointStore(ctx.redis, keys).save(cp);
 }
 
-async function drain(ctx: Ctx, writer: 'meta' | 'memjs', from: Position, marker: { flushId: number; token: string }, keep: boolean): Promise<DrainResult & { stop: () => Promise<void>; file: string; keys: RedisKeys; procs: Proc[] }> {
-  const p = pipelineConfig(ctx, `drain-${writer}`, writer);
+async function drain(ctx: Ctx, writer: 'meta' | 'memjs', from: Position, marker: { flushId: number; token: string }, keep: boolean, tag = `drain-${writer}`): Promise<DrainResult & { stop: () => Promise<void>; file: string; keys: RedisKeys; procs: Proc[] }> {
+  const p = pipelineConfig(ctx, tag, writer);
   await startFrom(ctx, p.keys, from);
-  const { tailer, workers } = pipelineProcs(ctx, p.file, `drain-${writer}`);
+  const { tailer, workers } = pipelineProcs(ctx, p.file, tag);
   const all = [tailer, ...workers];
   // The clock starts once the processes are up (their leases taken): loading Node modules
   // and connecting take 1-2 s here, the same for any backlog, and the naive baseline and the
@@ -476,7 +479,7 @@ async function drain(ctx: Ctx, writer: 'meta' | 'memjs', from: Position, marker:
   if (!ok) throw new Error(`the ${writer} drain did not finish in 10 minutes; logs in ${ctx.logDir}`);
   const usage = all.map((x, i) => {
     const u = x.usage() ?? { peakRssBytes: 0, cpuSeconds: 0 };
-    return { name: x.name.replace(`drain-${writer}-`, ''), peakRssBytes: u.peakRssBytes, cpuSeconds: u.cpuSeconds - procCpuBefore[i]! };
+    return { name: x.name.replace(`${tag}-`, ''), peakRssBytes: u.peakRssBytes, cpuSeconds: u.cpuSeconds - procCpuBefore[i]! };
   });
   const servers = [...stackCpu()].map(([name, cpu]) => ({ name, cpuSeconds: cpu - (cpuBefore.get(name) ?? 0) }));
   const cp = JSON.parse((await ctx.redis.get(p.keys.checkpoint)) ?? '{}') as Checkpoint;
@@ -486,6 +489,48 @@ async function drain(ctx: Ctx, writer: 'meta' | 'memjs', from: Position, marker:
   };
   if (!keep) await stop();
   return { writer, seconds, startupSeconds, rowsPerSec: ctx.opts.rows / seconds, usage, servers, txnSeq: cp.txnSeq, stop, file: p.file, keys: p.keys, procs: all };
+}
+
+/**
+ * The backlog drained into one data center of three servers of its own (private memcached):
+ * `replicate` (every key on all three), then `ketama` with replicas 1 and 2 (each key on one or
+ * two). Each drain is checked against MySQL, each key on the servers it belongs on.
+ */
+async function ketamaSection(ctx: Ctx, from: Position, marker: { flushId: number; token: string }): Promise<string[]> {
+  const servers = await Promise.all([0, 1, 2].map(() => PrivateMemcached.create()));
+  const rows: { label: string; d: DrainResult }[] = [];
+  try {
+    const variants: { label: string; dc: Record<string, unknown> }[] = [
+      { label: 'replicate (every key on all 3)', dc: { servers: servers.map((m) => m.address) } },
+      ...[1, 2].map((replicas) => ({ label: `ketama, replicas ${replicas}`, dc: { routing: 'ketama', hash: 'fnv1a_64', replicas, servers: servers.map((m) => `${m.address}:1`) } })),
+    ];
+    for (const [i, v] of variants.entries()) {
+      // Each variant on empty servers.
+      await Promise.all(servers.map((m) => m.stop()));
+      await Promise.all(servers.map((m) => m.start()));
+      const datacenters = { shard: datacenterSchema.parse(v.dc) } as ResolvedConfig['datacenters'];
+      const sub: Ctx = { ...ctx, config: { ...ctx.config, datacenters }, servers: servers.map((m) => m.address) };
+      say(`ketama: ${fmt(ctx.opts.rows)} rows into one data center of 3 servers, ${v.label}`);
+      const d = await drain(sub, 'meta', from, marker, false, `ketama-${i}`);
+      const result = await check(ctx.admin, sub.servers, [], { nsId: NS.backlog, holds: holdsOf(datacenters) });
+      say(`ketama (${v.label}): ${fmt(d.rowsPerSec)} rows/s; checked ${fmt(result.keysChecked)} keys on their servers: ${result.divergent.size} divergent`);
+      if (result.divergent.size > 0) throw new Error(`the ${v.label} drain left ${result.divergent.size} keys different from MySQL`);
+      rows.push({ label: v.label, d });
+    }
+  } finally {
+    await Promise.all(servers.map((m) => m.stop()));
+  }
+  const base = rows[0]!.d;
+  return [
+    `## Drain into a sharded data center: ${fmt(ctx.opts.rows)} set ops into one data center of 3 servers`,
+    '',
+    'The drain section\'s backlog, applied by one tailer and one worker group into a data center of three memcached servers of its own (empty for each row, run in the order shown), `meta` writer. `replicate` puts every key on the three; `ketama` (fnv1a_64, equal weights) on its server of the ring and, with replicas 2, on the next one. Each drain is checked against MySQL afterwards, each key on exactly the servers it belongs on.',
+    '',
+    '| routing | rows/s | × replicate | start | peak RSS tailer / worker | CPU s tailer / worker |',
+    '|---|---:|---:|---:|---:|---:|',
+    ...rows.map(({ label, d }) => `| ${label} | ${fmt(d.rowsPerSec)} | ${fmt(d.rowsPerSec / base.rowsPerSec, 2)} | ${fmt(d.startupSeconds, 1)} s | ${d.usage.map((u) => mb(u.peakRssBytes)).join(' / ')} | ${d.usage.map((u) => fmt(u.cpuSeconds, 1)).join(' / ')} |`),
+    '',
+  ];
 }
 
 /** The tailer alone (jobs pile up in Redis), then the workers alone (they drain them). */
@@ -1075,7 +1120,7 @@ async function main(): Promise<number> {
     opts,
     config,
     database: config.mysql.database,
-    servers: Object.values(config.datacenters).flatMap((d) => d.servers),
+    servers: Object.values(config.datacenters).flatMap((d) => serversOf(d)),
     writer: accountOpts(config, 'writer'),
     admin: accountOpts(config, 'admin'),
     redis,
@@ -1211,6 +1256,10 @@ async function main(): Promise<number> {
         const peak = Math.max(...meta.usage.map((u) => u.peakRssBytes));
         targets.push(['tailer and each worker ≤ 200 MB peak RSS during the drain', `max ${mb(peak)}`, peak <= 200 * 1024 * 1024]);
       }
+    }
+
+    if (want('ketama')) {
+      out.push(...(await ketamaSection(ctx, from, marker)));
     }
 
     if (want('bulk') && opts.bulkRows > 0 && lagPipe) {

@@ -48,6 +48,16 @@ export class RedisKeys {
     return `${this.prefix}:missed:${dc}:${address}`;
   }
 
+  /** The servers a data center's keys are placed on, as last put in place (JSON; ketama membership). */
+  ring(dc: string): string {
+    return `${this.prefix}:ring:${dc}`;
+  }
+
+  /** A data center's last change of servers and its progress (JSON), for `mcrepl status`. */
+  migration(dc: string): string {
+    return `${this.prefix}:migration:${dc}`;
+  }
+
   /** Hash server address → its state as the workers last saw it (health, flush needed). */
   servers(dc: string): string {
     return `${this.prefix}:servers:${dc}`;

@@ -14,7 +14,7 @@
 import { EventEmitter } from 'node:events';
 import { Queue, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { serversOf, type ResolvedConfig } from '../config/schema.js';
+import type { DatacenterConfig, ResolvedConfig } from '../config/schema.js';
 import { Lease, sleep } from '../coordination/lease.js';
 import { Lifecycle, type LifecycleState } from '../coordination/lifecycle.js';
 import { RedisRestartDetector, connectRedis } from '../coordination/redis.js';
@@ -31,7 +31,8 @@ import { RedisMissedOpStore } from './missed-ops.js';
 import { OpApplier } from './op-applier.js';
 import { createRoute, type Route } from './routes/route.js';
 import { ServerChannel, type ChannelStore, type Refusal, type SavedServerState, type WarmResult, type WriteableOp } from './server-channel.js';
-import { linkPeers, warmFromPeers } from './warm-copy.js';
+import { Rewarmer, warmFromPeers } from './warm-copy.js';
+import { Membership, samePlacement, type MembershipHost, type MigrationProgress } from './membership.js';
 import { Ejections } from './ejections.js';
 import { deleteForeignKeys } from './foreign-keys.js';
 
@@ -71,6 +72,12 @@ for i = 3, #KEYS do
   redis.call('EXPIRE', KEYS[i], ARGV[5])
 end
 return 1`;
+
+/** Forgets a server that joins or leaves: KEYS[1] server states, KEYS[2..3] its missed ops; ARGV[1] its address. */
+const FORGET_SERVER = `redis.call('HDEL', KEYS[1], ARGV[1]) redis.call('DEL', KEYS[2], KEYS[3]) return 1`;
+
+/** Sets a value (under the lease). */
+const SAVE_VALUE = `redis.call('SET', KEYS[1], ARGV[1]) return 1`;
 
 /** Records a server's state (under the lease: a stale worker group must not overwrite it). */
 const SAVE_SERVER_STATE = `redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return 1`;
@@ -115,13 +122,16 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
    */
   private readonly fence = (): void => this.lease.check();
   private readonly deadLetters: DeadLetterStore;
-  private readonly channels: ServerChannel[];
-  /** Which servers get which op, and which hold which keys. */
-  readonly route: Route;
+  private readonly factory: WriterFactory;
+  /** Each server's own stop (it may leave the data center before the worker stops). */
+  private readonly channelAborts = new Map<ServerChannel, AbortController>();
   /** ketama with ejectDeletes: the servers readers may have ejected. */
   private readonly ejections: Ejections | undefined;
-  /** Warms every healthy server that is missing keys, if a complete peer is healthy. */
-  private readonly rewarmIncomplete: () => void;
+  /** Warms every healthy server that is missing keys, once that can be done completely. */
+  private readonly rewarmer: Rewarmer | undefined;
+  private membership: Membership;
+  /** The placement recorded in Redis (what the servers hold). */
+  private spec: DatacenterConfig;
   private readonly applier: OpApplier;
   private readonly abort = new AbortController();
   private readonly life: Lifecycle;
@@ -157,42 +167,106 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     this.lease = new Lease(this.redis, this.keys.workerLease(dc), config.worker.leaseTtlMs, this.logger);
     this.lease.on('lost', (err) => this.fail(err));
     this.deadLetters = new DeadLetterStore(this.redis, this.keys, config.deadLetters.maxEntries);
-    const factory = opts.writerFactory ?? writerFactoryFor(config.memcached.writer, config.memcached.username);
-    const store: ChannelStore = { save: (address, state) => this.saveServerState(address, state) };
-    this.route = createRoute(dcConfig);
-    this.channels = serversOf(dcConfig).map(
-      (s) =>
-        new ServerChannel(factory(s, {
-          timeoutMs: config.memcached.timeoutMs,
-          connectTimeoutMs: config.memcached.connectTimeoutMs,
-          logger: this.logger,
-          username: config.memcached.username,
-          password: config.memcached.password,
-          fence: this.fence,
-        }), {
-          logger: this.logger,
-          store,
-          missed: new RedisMissedOpStore(this.redis, this.keys, dc, s, config.worker.missedOpsMaxKeys, config.worker.missedOpsMaxBytes, (sc, k, a) => this.lease.runFenced(sc, k, a)),
-          signal: this.abort.signal,
-          onRefused: (r) => this.recordRefusals(r),
-          probeIntervalMs: config.worker.probeIntervalMs,
-          checkIntervalMs: config.worker.probeIntervalMs * 4,
-          settleMs: config.worker.settleMs,
-          warm: (target, mayWait) => this.warm(target, mayWait),
-          warmWaitMs: config.worker.warmWaitMs,
-        }),
-    );
+    this.factory = opts.writerFactory ?? writerFactoryFor(config.memcached.writer, config.memcached.username);
+    this.spec = dcConfig;
     // A complete server back in service: any peer that is missing keys is warmed again from it.
     // Not under SASL, where nothing can be copied (see warm()).
-    this.rewarmIncomplete = config.memcached.username === undefined ? linkPeers(this.channels, this.route) : () => undefined;
+    this.rewarmer = config.memcached.username === undefined ? new Rewarmer(() => this.applier.placementNow) : undefined;
     if (dcConfig.routing === 'ketama' && dcConfig.ejectDeletes) {
-      this.ejections = new Ejections(this.channels, dcConfig.readerRetryMs, () => void this.deleteFallbackFills());
+      this.ejections = new Ejections(() => this.channels, dcConfig.readerRetryMs, () => void this.deleteFallbackFills());
     }
-    this.applier = new OpApplier(this.channels, this.route, {
+    // The servers are put in place by start() (those last placed on, which a change of servers
+    // may have left different from the config's).
+    this.applier = new OpApplier([], createRoute(dcConfig), {
       logger: this.logger,
       signal: this.abort.signal,
-      ...(this.ejections ? { ejected: () => this.ejections!.current() } : {}),
+      ...(this.ejections ? { ejected: (channels) => this.ejections!.current(channels) } : {}),
     });
+    this.membership = new Membership(this.membershipHost(), dcConfig);
+  }
+
+  /** The servers of the data center now (those of a change under way included). */
+  private get channels(): readonly ServerChannel[] {
+    return this.applier.channels;
+  }
+
+  /** Which servers get which op, and which hold which keys. */
+  get route(): Route {
+    return this.applier.route;
+  }
+
+  /** A channel for one server, stopped on its own when the server leaves. */
+  private makeChannel(address: string): ServerChannel {
+    const { config } = this;
+    const own = new AbortController();
+    this.abort.signal.addEventListener('abort', () => own.abort(this.abort.signal.reason), { once: true });
+    const c = new ServerChannel(
+      this.factory(address, {
+        timeoutMs: config.memcached.timeoutMs,
+        connectTimeoutMs: config.memcached.connectTimeoutMs,
+        logger: this.logger,
+        username: config.memcached.username,
+        password: config.memcached.password,
+        fence: this.fence,
+      }),
+      {
+        logger: this.logger,
+        store: { save: (a, state) => this.saveServerState(a, state) },
+        missed: new RedisMissedOpStore(this.redis, this.keys, this.dc, address, config.worker.missedOpsMaxKeys, config.worker.missedOpsMaxBytes, (sc, k, a) => this.lease.runFenced(sc, k, a)),
+        signal: own.signal,
+        onRefused: (r) => this.recordRefusals(r),
+        probeIntervalMs: config.worker.probeIntervalMs,
+        checkIntervalMs: config.worker.probeIntervalMs * 4,
+        settleMs: config.worker.settleMs,
+        warm: (target, mayWait) => this.warm(target, mayWait),
+        warmWaitMs: config.worker.warmWaitMs,
+      },
+    );
+    this.channelAborts.set(c, own);
+    this.rewarmer?.watch(c);
+    this.ejections?.watch(c);
+    return c;
+  }
+
+  private membershipHost(): MembershipHost {
+    return {
+      logger: this.logger,
+      signal: this.abort.signal,
+      fence: this.fence,
+      timeoutMs: this.config.memcached.timeoutMs * 5,
+      placement: () => this.applier.placementNow,
+      setPlacement: (p) => this.applier.setPlacement(p),
+      watchOps: (fn) => this.applier.watch(fn),
+      join: async (address) => {
+        // Whatever mcrepl knew of it (from an earlier time in this data center) is stale.
+        await this.lease.runFenced(FORGET_SERVER, [this.keys.servers(this.dc), this.keys.missed(this.dc, address), `${this.keys.missed(this.dc, address)}:bytes`], [address]);
+        const c = this.makeChannel(address);
+        c.startFlushed();
+        return c;
+      },
+      leave: async (c) => {
+        c.stop();
+        this.channelAborts.get(c)?.abort(new McreplError('CLOSED', `${c.address} left the data center`));
+        await c.writer.close().catch(() => undefined);
+        await this.lease.runFenced(FORGET_SERVER, [this.keys.servers(this.dc), this.keys.missed(this.dc, c.address), `${this.keys.missed(this.dc, c.address)}:bytes`], [c.address]);
+      },
+      saveSpec: async (spec) => {
+        await this.lease.runFenced(SAVE_VALUE, [this.keys.ring(this.dc)], [JSON.stringify(spec)]);
+        this.spec = spec;
+      },
+      saveProgress: async (p) => {
+        await this.lease.runFenced(SAVE_VALUE, [this.keys.migration(this.dc)], [JSON.stringify(p)]);
+      },
+    };
+  }
+
+  /**
+   * The data center's servers as the config now lists them (SIGHUP, or a DNS name that resolves
+   * to other addresses): keys move to their new servers (membership.ts). Resolves once the
+   * change is done.
+   */
+  reconfigure(dcConfig: DatacenterConfig): Promise<void> {
+    return this.membership.change(dcConfig);
   }
 
   get state(): WorkerState {
@@ -213,12 +287,21 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
         this.logger.warn({ dc: this.dc, fedByTailer: topology.datacenters }, 'the tailer does not feed this data center (add it to the tailer config)');
       }
       await this.loadWatermarks();
+      // The servers the keys were last placed on (a change of servers may be unfinished).
+      const wanted = this.spec;
+      const [savedSpec, savedProgress] = await Promise.all([this.redis.get(this.keys.ring(this.dc)), this.redis.get(this.keys.migration(this.dc))]);
+      const placed = savedSpec ? (JSON.parse(savedSpec) as DatacenterConfig) : wanted;
+      if (!savedSpec) await this.lease.runFenced(SAVE_VALUE, [this.keys.ring(this.dc)], [JSON.stringify(wanted)]);
+      this.spec = placed;
+      const route = createRoute(placed);
+      await this.applier.setPlacement({ channels: route.servers.map((a) => this.makeChannel(a)), route });
       // Each server picks up where the previous worker left it (missed ops, flush needed); one
       // without a record is complete only if this data center has applied nothing yet.
       const serverStates = await this.redis.hgetall(this.keys.servers(this.dc));
       const hasHistory = this.watermarks.size > 0;
       await Promise.all(this.channels.map((c) => c.start(serverStateOf(serverStates[c.address]), hasHistory)));
-      this.rewarmIncomplete();
+      this.rewarmer?.check();
+      this.membership = new Membership(this.membershipHost(), placed);
       for (let p = 0; p < this.config.partitions; p++) await this.recoverOrphans(p);
       for (let p = 0; p < this.config.partitions; p++) {
         const w = new Worker<JobData>(this.keys.queueName(this.dc, p), (job) => this.processQueued(p, job), {
@@ -236,6 +319,9 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
         void w.run().catch((err) => this.fail(err instanceof Error ? err : new Error(String(err))));
       }
       this.life.set('running');
+      const progress = savedProgress ? (JSON.parse(savedProgress) as MigrationProgress) : undefined;
+      if (!samePlacement(placed, wanted)) void this.membership.change(wanted);
+      else if (progress?.phase === 'cleaning') void this.membership.resumeCleanup(progress);
     } catch (err) {
       if (this.abort.signal.aborted) throw err; // closed while starting: close() finishes the job
       await this.teardown();
@@ -513,9 +599,10 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     this.tornDown = true;
     if (!this.abort.signal.aborted) this.abort.abort(new McreplError('CLOSED', 'worker closed'));
     await Promise.all(this.workers.map((w) => w.close(true).catch(() => undefined)));
-    for (const c of this.channels) c.stop();
+    const all = [...this.channelAborts.keys()];
+    for (const c of all) c.stop();
     this.ejections?.stop();
-    await Promise.all(this.channels.map((c) => c.writer.close().catch(() => undefined)));
+    await Promise.all(all.map((c) => c.writer.close().catch(() => undefined)));
     await this.lease.release();
     this.redis.disconnect();
   }

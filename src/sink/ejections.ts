@@ -13,37 +13,41 @@ import type { ServerChannel } from './server-channel.js';
 
 export class Ejections {
   /** Servers back less than `graceMs` ago, with the timer that ends their grace. */
-  private readonly returning = new Map<number, NodeJS.Timeout>();
+  private readonly returning = new Map<ServerChannel, NodeJS.Timeout>();
+  private readonly watched = new WeakSet<ServerChannel>();
   /** A server was ejected since the last `onAllBack`. */
   private pending = false;
 
   constructor(
-    private readonly channels: readonly ServerChannel[],
+    private readonly channels: () => readonly ServerChannel[],
     private readonly graceMs: number,
     private readonly onAllBack: () => void,
-  ) {
-    channels.forEach((c, i) =>
-      c.on('health', (h) => {
-        if (h !== 'healthy') {
-          this.pending = true;
-          clearTimeout(this.returning.get(i));
-          this.returning.delete(i);
-          return;
-        }
-        const timer = setTimeout(() => {
-          this.returning.delete(i);
-          this.settle();
-        }, graceMs);
-        timer.unref();
-        this.returning.set(i, timer);
-      }),
-    );
+  ) {}
+
+  /** Follows a server's health (every server of the data center, as it is added). */
+  watch(c: ServerChannel): void {
+    if (this.watched.has(c)) return;
+    this.watched.add(c);
+    c.on('health', (h) => {
+      if (h !== 'healthy') {
+        this.pending = true;
+        clearTimeout(this.returning.get(c));
+        this.returning.delete(c);
+        return;
+      }
+      const timer = setTimeout(() => {
+        this.returning.delete(c);
+        this.settle();
+      }, this.graceMs);
+      timer.unref();
+      this.returning.set(c, timer);
+    });
   }
 
-  /** The servers readers may have ejected (by index). */
-  current(): Set<number> {
-    const out = new Set<number>(this.returning.keys());
-    this.channels.forEach((c, i) => c.health !== 'healthy' && out.add(i));
+  /** Which of `channels` readers may have ejected (by index). */
+  current(channels: readonly ServerChannel[] = this.channels()): Set<number> {
+    const out = new Set<number>();
+    channels.forEach((c, i) => (c.health !== 'healthy' || this.returning.has(c)) && out.add(i));
     return out;
   }
 

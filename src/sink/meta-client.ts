@@ -565,6 +565,26 @@ export class MetaClient {
     if (failed) throw new Error(`ms failed: ${failed.error}`);
   }
 
+  /**
+   * Adds each key with its TTL (seconds; -1 or 0 = never) unless the server holds it already
+   * (`ms ... ME`): a copy never overwrites what a write put there meanwhile.
+   */
+  async addWithTtl(entries: readonly { key: Buffer; value: Buffer; ttl: number }[]): Promise<void> {
+    if (entries.length === 0) return;
+    const cmd = Buffer.concat(
+      entries.flatMap((e) => [Buffer.from('ms '), e.key, Buffer.from(` ${e.value.length} T${e.ttl > 0 ? e.ttl : 0} ME\r\n`, 'latin1'), e.value, Buffer.from('\r\n')]),
+    );
+    const outcomes = await this.conn.batch(cmd, entries.length, (buf: Buffer, at: number) => {
+      const l = lineAt(buf, at);
+      if (!l) return undefined;
+      // HD: added; NS: the key is there already (a write got there first).
+      const value: WriteOutcome = l.line === 'HD' || l.line === 'NS' ? OK : { ok: false, retriable: true, error: `${this.address}: ${l.line}` };
+      return { value, next: l.next };
+    });
+    const failed = outcomes.find((o): o is Extract<WriteOutcome, { ok: false }> => !o.ok);
+    if (failed) throw new Error(`ms (add) failed: ${failed.error}`);
+  }
+
   close(): void {
     this.conn.close();
   }

@@ -25,34 +25,85 @@ export interface ApplierOptions {
   logger: Logger;
   /** Aborted on shutdown: a job waiting for a healthy server rejects with the abort reason. */
   signal: AbortSignal;
-  /** The servers readers may have ejected (ejections.ts); default: those not healthy. */
-  ejected?: () => Set<number>;
+  /** The servers readers may have ejected (ejections.ts), by index; default: those not healthy. */
+  ejected?: (channels: readonly ServerChannel[]) => Set<number>;
+}
+
+/** The servers of a data center and how its keys are placed on them (`route.servers[i]` is `channels[i]`). */
+export interface Placement {
+  channels: readonly ServerChannel[];
+  route: Route;
 }
 
 export class OpApplier {
   private waitingLogged = false;
+  private placement: Placement;
+  /** Applies under way, so that a change of placement can wait for those routed before it. */
+  private readonly active = new Set<Promise<void>>();
+  /** Sees every op about to be written (a migration notes the keys written while it copies). */
+  private watcher: ((ops: readonly WriteableOp[]) => void) | undefined;
 
   constructor(
-    readonly channels: readonly ServerChannel[],
-    private readonly route: Route,
+    channels: readonly ServerChannel[],
+    route: Route,
     private readonly opts: ApplierOptions,
-  ) {}
+  ) {
+    this.placement = { channels, route };
+  }
+
+  get placementNow(): Placement {
+    return this.placement;
+  }
+
+  get channels(): readonly ServerChannel[] {
+    return this.placement.channels;
+  }
+
+  get route(): Route {
+    return this.placement.route;
+  }
+
+  /**
+   * Places the ops of every later apply with `p`; resolves once every apply that started before
+   * has finished (their ops written, or kept for their servers), so nothing routed the old way
+   * lands after.
+   */
+  async setPlacement(p: Placement): Promise<void> {
+    this.placement = p;
+    await Promise.allSettled([...this.active]);
+  }
+
+  watch(fn: ((ops: readonly WriteableOp[]) => void) | undefined): void {
+    this.watcher = fn;
+  }
 
   /** Applies `ops` on their servers; `distinct`: no two of them concern the same key already. */
   async apply(ops: readonly WriteableOp[], distinct = false): Promise<void> {
     if (ops.length === 0) return;
+    const work = this.applyNow(ops, distinct);
+    this.active.add(work);
+    try {
+      await work;
+    } finally {
+      this.active.delete(work);
+    }
+  }
+
+  private async applyNow(ops: readonly WriteableOp[], distinct: boolean): Promise<void> {
     await this.anyHealthy();
+    const { channels, route } = this.placement;
     const writes = distinct ? ops : coalesce(ops);
-    const down = this.down();
-    const perServer = this.route.assign(writes, down);
-    await Promise.all(this.channels.map((c, i) => c.submit(perServer[i] ?? [])));
+    this.watcher?.(writes);
+    const down = this.down(channels);
+    const perServer = route.assign(writes, down);
+    await Promise.all(channels.map((c, i) => c.submit(perServer[i] ?? [])));
     // A server that went down during these writes (its ops kept for it): readers that eject it
     // read its keys elsewhere from now on, so the route's deletes for those go out as well.
-    const now = this.down();
+    const now = this.down(channels);
     if ([...now].some((i) => !down.has(i))) {
-      const again = this.route.assign(writes, now);
+      const again = route.assign(writes, now);
       await Promise.all(
-        this.channels.map((c, i) => {
+        channels.map((c, i) => {
           const sent = new Set((perServer[i] ?? []).map((op) => op.key.toString('latin1')));
           return c.submit((again[i] ?? []).filter((op) => op.kind === 'delete' && !sent.has(op.key.toString('latin1'))));
         }),
@@ -61,23 +112,24 @@ export class OpApplier {
   }
 
   /** The servers readers may have ejected (by index). */
-  private down(): Set<number> {
-    if (this.opts.ejected) return this.opts.ejected();
+  private down(channels: readonly ServerChannel[]): Set<number> {
+    if (this.opts.ejected) return this.opts.ejected(channels);
     const out = new Set<number>();
-    this.channels.forEach((c, i) => c.health !== 'healthy' && out.add(i));
+    channels.forEach((c, i) => c.health !== 'healthy' && out.add(i));
     return out;
   }
 
   /** Waits until at least one server of the data center is healthy. */
   private async anyHealthy(): Promise<void> {
-    if (this.channels.some((c) => c.health === 'healthy')) return;
+    const channels = this.placement.channels;
+    if (channels.some((c) => c.health === 'healthy')) return;
     if (!this.waitingLogged) {
       this.waitingLogged = true;
-      this.opts.logger.warn({ servers: this.channels.map((c) => c.address) }, 'no memcached server of this data center is reachable: its jobs wait in the queue');
+      this.opts.logger.warn({ servers: channels.map((c) => c.address) }, 'no memcached server of this data center is reachable: its jobs wait in the queue');
     }
     try {
       // Each waiter rejects only when the signal aborts.
-      await Promise.any(this.channels.map((c) => c.whenHealthy()));
+      await Promise.any(channels.map((c) => c.whenHealthy()));
     } catch (err) {
       throw this.opts.signal.aborted ? this.opts.signal.reason : new McreplError('NO_SERVER', `no server became healthy: ${String(err)}`);
     }

@@ -235,6 +235,16 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
     }
   }
 
+  /**
+   * A server that joins the data center (membership.ts): it may hold values from an earlier
+   * life, so it is flushed before first use; ops for it are kept until then.
+   */
+  startFlushed(): void {
+    this.mustFlush = true;
+    this._complete = true;
+    this.goDown('joins the data center', 'a server joins the data center: flushing it before first use');
+  }
+
   /** Applies ops (distinct keys) or keeps them for later; resolves when each is one or the other. */
   async submit(ops: readonly WriteableOp[]): Promise<void> {
     if (ops.length === 0) return;

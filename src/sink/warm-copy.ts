@@ -43,19 +43,35 @@ export function chooseWarmPeers(target: number, channels: readonly ServerChannel
 
 /**
  * Whenever a server becomes healthy, every healthy server that is missing keys and could now be
- * warmed completely is warmed again (`rewarm`). Returns the check, to run once the channels
- * have started.
+ * warmed completely is warmed again (`rewarm`). `watch` each server as it is added; `check` once
+ * they have started.
  */
-export function linkPeers(channels: readonly ServerChannel[], route: Route): () => void {
-  const check = () => {
+export class Rewarmer {
+  private readonly watched = new WeakSet<ServerChannel>();
+
+  constructor(private readonly placement: () => { channels: readonly ServerChannel[]; route: Route }) {}
+
+  watch(c: ServerChannel): void {
+    if (this.watched.has(c)) return;
+    this.watched.add(c);
+    c.on('health', (h) => h === 'healthy' && this.check());
+  }
+
+  check(): void {
+    const { channels, route } = this.placement();
     channels.forEach((c, i) => {
       if (c.health !== 'healthy' || c.complete) return;
       const choice = chooseWarmPeers(i, channels, route, false);
       if (typeof choice === 'object' && choice.complete) c.rewarm();
     });
-  };
-  for (const c of channels) c.on('health', (h) => h === 'healthy' && check());
-  return check;
+  }
+}
+
+/** A Rewarmer over a fixed set of servers; returns its check. */
+export function linkPeers(channels: readonly ServerChannel[], route: Route): () => void {
+  const r = new Rewarmer(() => ({ channels, route }));
+  for (const c of channels) r.watch(c);
+  return () => r.check();
 }
 
 export interface WarmCopyOptions {

@@ -75,6 +75,10 @@ export class KetamaRoute implements Route {
     return this.readerRings.get(id);
   }
 
+  holders(key: Buffer): number[] {
+    return [...this.owners(key), ...this.backups];
+  }
+
   holds(i: number, key: Buffer): boolean {
     return i >= this.ringSize || this.owners(key).includes(i);
   }

@@ -18,6 +18,10 @@ export class ReplicateRoute implements Route {
     return true;
   }
 
+  holders(): number[] {
+    return this.servers.map((_, i) => i);
+  }
+
   warmPeers(i: number): WarmPeers {
     return { full: this.servers.flatMap((_, j) => (j === i ? [] : [j])), parts: [] };
   }

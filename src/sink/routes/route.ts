@@ -28,6 +28,8 @@ export interface Route {
   assign(ops: readonly WriteableOp[], ejected: ReadonlySet<number>): WriteableOp[][];
   /** Whether server `i` is meant to hold `key`. */
   holds(i: number, key: Buffer): boolean;
+  /** The servers meant to hold `key` (by index). */
+  holders(key: Buffer): number[];
   /** Where server `i`'s keys can be copied from. */
   warmPeers(i: number): WarmPeers;
 }

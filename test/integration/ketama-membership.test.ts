@@ -1,0 +1,171 @@
+/**
+ * A ketama data center's servers change under a steady write load: a fourth server is added,
+ * then one of the first three removed. When mcrepl reports each change done, nutcracker
+ * configured with the new servers finds every key with its last committed value (or nothing,
+ * for a deleted key), and no server holds a key it does not own.
+ *
+ * Here the change comes from the config (what SIGHUP reloads); the DNS test changes the records
+ * a name resolves to.
+ */
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { test } from 'node:test';
+import { MemcachedTextClient } from '../../scripts/memcached-text.js';
+import { ensureReaders } from '../../scripts/stack.js';
+import { datacenterSchema } from '../../src/config/schema.js';
+import type { DatacenterWorker } from '../../src/sink/datacenter-worker.js';
+import { KetamaRing } from '../../src/sink/routes/ketama-ring.js';
+import { parseRingServer } from '../../src/config/ring-server.js';
+import type { MigrationProgress } from '../../src/sink/membership.js';
+import { RedisKeys } from '../../src/fanout/redis-keys.js';
+import { createTestEnv, layout, type TestEnv } from '../helpers/env.js';
+import { PrivateMemcached } from '../helpers/memcached-server.js';
+import { Nutcracker } from '../helpers/readers.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+const KEYS = 3_000;
+const base = layout.mariadb.port - 6;
+
+/** Writes and deletes keys one statement at a time until stopped; `committed` is "the database". */
+export class SteadyWriter {
+  readonly committed = new Map<string, string | null>();
+  private stopped = false;
+  private done: Promise<void> = Promise.resolve();
+  statements = 0;
+
+  constructor(
+    private readonly env: TestEnv,
+    readonly keys: string[],
+  ) {}
+
+  async fill(): Promise<void> {
+    for (let i = 0; i < this.keys.length; i += 500) {
+      await this.env.sql.query('START TRANSACTION');
+      for (const k of this.keys.slice(i, i + 500)) await this.env.sql.query('CALL set_key(1, ?, ?, 0)', [k, `${k}=0`]);
+      await this.env.sql.query('COMMIT');
+      for (const k of this.keys.slice(i, i + 500)) this.committed.set(k, `${k}=0`);
+    }
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.done = (async () => {
+      for (let n = 1; !this.stopped; n++) {
+        const k = this.keys[(n * 7919) % this.keys.length]!;
+        if (n % 10 === 0) {
+          await this.env.sql.query('CALL delete_key(1, ?)', [k]);
+          this.committed.set(k, null);
+        } else {
+          const v = `${k}=${n}`;
+          await this.env.sql.query('CALL set_key(1, ?, ?, 0)', [k, v]);
+          this.committed.set(k, v);
+        }
+        this.statements++;
+      }
+    })();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.done;
+  }
+}
+
+/** Every key through the reader equals its last committed value (nothing for a deleted key). */
+export async function readerAgrees(reader: string, committed: Map<string, string | null>): Promise<string[]> {
+  const c = new MemcachedTextClient(reader, 10_000);
+  const keys = [...committed.keys()];
+  const wrong: string[] = [];
+  try {
+    for (let i = 0; i < keys.length; i += 500) {
+      const batch = keys.slice(i, i + 500);
+      const got = await c.getEach(batch.map((k) => Buffer.from(k)));
+      batch.forEach((k, j) => {
+        const want = committed.get(k) ?? null;
+        const have = got[j]?.toString() ?? null;
+        if (have !== want) wrong.push(`${k}: ${have} instead of ${want}`);
+      });
+    }
+  } finally {
+    c.close();
+  }
+  return wrong;
+}
+
+/** Keys found on a server that does not own them under `specs`. */
+export async function misplaced(specs: string[], hash: 'fnv1a_64' | 'md5', keys: string[], all: string[]): Promise<string[]> {
+  const ring = new KetamaRing(specs.map(parseRingServer), hash);
+  const owners = specs.map((s) => parseRingServer(s).address);
+  const out: string[] = [];
+  for (const address of all) {
+    const c = new MemcachedTextClient(address, 10_000);
+    try {
+      for (let i = 0; i < keys.length; i += 500) {
+        const batch = keys.slice(i, i + 500);
+        const got = await c.getEach(batch.map((k) => Buffer.from(k)));
+        batch.forEach((k, j) => {
+          if (got[j] && owners[ring.serverFor(Buffer.from(k))] !== address) out.push(`${k} on ${address}`);
+        });
+      }
+    } finally {
+      c.close();
+    }
+  }
+  return out;
+}
+
+test('a fourth server added, then one removed, under writes (config reload): nutcracker with the new servers finds every key with its last value, and no server holds a key it does not own', { timeout: 240_000 }, async () => {
+  ensureReaders();
+  const servers = await Promise.all([0, 1, 2, 3].map(() => PrivateMemcached.create()));
+  await Promise.all(servers.map((s) => s.start()));
+  const specs = servers.map((s, i) => `${s.address}:1 cache-${i}`);
+  const nutcracker = new Nutcracker(base + 58, base + 59, path.join(layout.dir, 'ketama-membership'));
+  const dcOf = (list: string[]) => datacenterSchema.parse({ routing: 'ketama', hash: 'fnv1a_64', servers: list });
+  let env: TestEnv | undefined;
+  let writer: SteadyWriter | undefined;
+  try {
+    env = await createTestEnv({ partitions: 2, overrides: { 'datacenters.east': { routing: 'ketama', hash: 'fnv1a_64', servers: specs.slice(0, 3) } } });
+    const { workers } = await env.startPipeline();
+    const east = workers.find((w) => w.dc === 'east') as DatacenterWorker;
+    await env.sql.query("CALL create_namespace(1, 'members')");
+    const keys = Array.from({ length: KEYS }, (_, i) => `${i}:${env!.prefix}:m`);
+    writer = new SteadyWriter(env, keys);
+    await writer.fill();
+    writer.start();
+    const progress = async () => JSON.parse((await env!.redis.get(new RedisKeys(env!.prefix).migration('east'))) ?? 'null') as MigrationProgress | null;
+
+    for (const [label, list] of [
+      ['added', specs],
+      ['removed', [specs[0]!, specs[2]!, specs[3]!]],
+    ] as const) {
+      const before = writer.statements;
+      await east.reconfigure(dcOf([...list]));
+      const p = await progress();
+      assert.equal(p?.phase, 'done', `the change is reported done (${label})`);
+      assert.deepEqual(p?.to, list.map((s) => parseRingServer(s).address));
+      assert.ok(writer.statements > before, `writes went on during the change (${writer.statements - before})`);
+      // Writes go on a little, then stop; what they wrote is applied before the readers look.
+      const stopAt = writer.statements + 200;
+      await waitFor(() => writer!.statements >= stopAt, { timeoutMs: 30_000, message: 'more writes after the change' });
+      await writer.stop();
+      await nutcracker.start({ hash: 'fnv1a_64', servers: [...list] });
+      try {
+        let wrong: string[] = [];
+        await waitFor(async () => (wrong = await readerAgrees(nutcracker.address, writer!.committed)).length === 0, {
+          timeoutMs: 30_000,
+          intervalMs: 500,
+          message: () => `nutcracker finds every key with its last value (${label}): ${wrong.length} do not, e.g. ${wrong.slice(0, 3).join('; ')}`,
+        });
+      } finally {
+        await nutcracker.stop();
+      }
+      assert.deepEqual((await misplaced([...list], 'fnv1a_64', keys, servers.map((s) => s.address))).slice(0, 5), [], `no server holds a key it does not own (${label})`);
+      writer.start();
+    }
+  } finally {
+    await writer?.stop();
+    await nutcracker.stop();
+    await env?.teardown();
+    await Promise.all(servers.map((s) => s.stop()));
+  }
+});

@@ -156,6 +156,8 @@ const REQUIRED = [
 const READERS = [
   { bin: ['/usr/sbin/nutcracker'], pkg: 'nutcracker' },
   { bin: ['/usr/lib/python3/dist-packages/pylibmc/__init__.py'], pkg: 'python3-pylibmc' },
+  // The DNS server the pool-discovery test runs (the binary only: no system service).
+  { bin: ['/usr/sbin/dnsmasq'], pkg: 'dnsmasq-base' },
 ];
 
 export function ensureReaders(): void {
@@ -422,8 +424,8 @@ function memcachedPidFile(layout: StackLayout, m: MemcachedSpec) {
  */
 const MEMCACHED_MB = envInt('MCREPL_STACK_MEMCACHED_MB', 512);
 
-export function memcachedArgs(port: number): string[] {
-  const args = ['-p', String(port), '-l', '127.0.0.1', '-U', '0', '-m', String(MEMCACHED_MB), '-c', '4096', '-t', '2'];
+export function memcachedArgs(port: number, host = '127.0.0.1'): string[] {
+  const args = ['-p', String(port), '-l', host, '-U', '0', '-m', String(MEMCACHED_MB), '-c', '4096', '-t', '2'];
   if (asRoot()) args.push('-u', 'root');
   return args;
 }

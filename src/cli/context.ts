@@ -26,6 +26,8 @@ export interface Context {
   config: ResolvedConfig;
   configFile?: string;
   logger: Logger;
+  /** Reads the config again, as at start (file, environment, command line): SIGHUP. */
+  reload: () => ResolvedConfig;
 }
 
 /**
@@ -33,9 +35,10 @@ export interface Context {
  * result (status, flush, schema) log to stderr so their output stays clean.
  */
 export function context(opts: GlobalOptions, component: string, logToStderr = false): Context {
-  const { config, file } = loadConfig({ ...(opts.config ? { file: opts.config } : {}), overrides: { 'log.level': opts.logLevel, site: opts.site } });
+  const load = () => loadConfig({ ...(opts.config ? { file: opts.config } : {}), overrides: { 'log.level': opts.logLevel, site: opts.site } });
+  const { config, file } = load();
   const logger = createLogger({ level: config.log.level, name: component, stderr: logToStderr });
-  return { config, ...(file ? { configFile: file } : {}), logger };
+  return { config, ...(file ? { configFile: file } : {}), logger, reload: () => load().config };
 }
 
 /** Prints an error the way a user can act on it, and returns the exit code. */

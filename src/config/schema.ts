@@ -122,7 +122,7 @@ const ringServerSpec = z.string().transform((spec, ctx) => {
 });
 
 /** Options that only a ketama data center takes. */
-const KETAMA_ONLY = ['hash', 'replicas', 'backup', 'ejectDeletes', 'readerRetryMs'] as const;
+const KETAMA_ONLY = ['hash', 'replicas', 'backup', 'ejectDeletes', 'readerRetryMs', 'discover'] as const;
 
 export const datacenterSchema = z
   .strictObject({
@@ -138,7 +138,24 @@ export const datacenterSchema = z
      * The memcached servers of this data center: `host:port`; with `ketama`, in twemproxy's
      * syntax `host:port[:weight] [name]` (the points of a named server are hashed from its name).
      */
-    servers: z.array(z.string()).min(1, 'a data center needs at least one memcached server'),
+    servers: z.array(z.string()).default([]),
+    /**
+     * ketama: the servers are the addresses a DNS name resolves to (A and AAAA records), looked
+     * up again every `refreshS`; when they change, keys move to their new servers.
+     */
+    discover: z
+      .strictObject({
+        /** The name whose records list the servers. */
+        dns: z.string().min(1),
+        /** The servers' port. */
+        port: port.default(11211),
+        /** Weight of every server found. */
+        weight: positiveInt.default(1),
+        refreshS: positiveInt.default(30),
+        /** A DNS server to ask (`host:port`) instead of the system's. */
+        resolver: z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'expected host:port').optional(),
+      })
+      .optional(),
     /** ketama: the key hash the readers use: `fnv1a_64` (twemproxy's default) or `md5` (libmemcached, pylibmc, PHP). */
     hash: z.enum(['fnv1a_64', 'md5']).optional(),
     /** ketama: each key on this many distinct servers (the ring's next ones after its own). */
@@ -166,6 +183,8 @@ export const datacenterSchema = z
         for (const issue of r.error.issues) ctx.addIssue({ code: 'custom', path: [at, i], message: issue.message });
         return [];
       });
+    if (d.servers.length === 0 && !(d.routing === 'ketama' && d.discover)) ctx.addIssue({ code: 'custom', path: ['servers'], message: 'a data center needs at least one memcached server' + (d.routing === 'ketama' ? ' (or discover)' : '') });
+    if (d.servers.length > 0 && d.discover) ctx.addIssue({ code: 'custom', path: ['discover'], message: "give either 'servers' or 'discover', not both" });
     const ring = addresses(d.servers, 'servers');
     const backup = d.backup ?? [];
     const seen = new Set<string>();
@@ -188,7 +207,7 @@ export const datacenterSchema = z
       names.add(s.name);
     }
     const replicas = d.replicas ?? 1;
-    if (ring.length === d.servers.length && replicas > ring.length) ctx.addIssue({ code: 'custom', path: ['replicas'], message: `replicas: ${replicas} needs at least that many servers (there are ${ring.length})` });
+    if (ring.length === d.servers.length && ring.length > 0 && replicas > ring.length) ctx.addIssue({ code: 'custom', path: ['replicas'], message: `replicas: ${replicas} needs at least that many servers (there are ${ring.length})` });
     return {
       routing: 'ketama' as const,
       /** As written, weight spelled out: `host:port:weight [name]` (ringOf parses them). */
@@ -198,6 +217,7 @@ export const datacenterSchema = z
       backup,
       ejectDeletes: d.ejectDeletes ?? true,
       readerRetryMs: d.readerRetryMs ?? 30_000,
+      ...(d.discover ? { discover: d.discover } : {}),
     };
   });
 

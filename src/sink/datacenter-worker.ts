@@ -29,9 +29,11 @@ import type { Logger } from '../observability/logger.js';
 import { writerFactoryFor, type WriterFactory } from './memcached-writer.js';
 import { RedisMissedOpStore } from './missed-ops.js';
 import { OpApplier } from './op-applier.js';
+import { ReplicateRoute } from './routes/replicate.js';
 import { createRoute, type Route } from './routes/route.js';
 import { ServerChannel, type ChannelStore, type Refusal, type SavedServerState, type WarmResult, type WriteableOp } from './server-channel.js';
 import { Rewarmer, warmFromPeers } from './warm-copy.js';
+import { DnsPool } from './discovery.js';
 import { Membership, samePlacement, type MembershipHost, type MigrationProgress } from './membership.js';
 import { Ejections } from './ejections.js';
 import { deleteForeignKeys } from './foreign-keys.js';
@@ -132,6 +134,10 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
   private membership: Membership;
   /** The placement recorded in Redis (what the servers hold). */
   private spec: DatacenterConfig;
+  /** The data center as the config (or its DNS name) wants it. */
+  private wanted: DatacenterConfig;
+  /** Looks up the servers of a data center found through DNS. */
+  private pool: DnsPool | undefined;
   private readonly applier: OpApplier;
   private readonly abort = new AbortController();
   private readonly life: Lifecycle;
@@ -169,6 +175,7 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     this.deadLetters = new DeadLetterStore(this.redis, this.keys, config.deadLetters.maxEntries);
     this.factory = opts.writerFactory ?? writerFactoryFor(config.memcached.writer, config.memcached.username);
     this.spec = dcConfig;
+    this.wanted = dcConfig;
     // A complete server back in service: any peer that is missing keys is warmed again from it.
     // Not under SASL, where nothing can be copied (see warm()).
     this.rewarmer = config.memcached.username === undefined ? new Rewarmer(() => this.applier.placementNow) : undefined;
@@ -177,7 +184,7 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     }
     // The servers are put in place by start() (those last placed on, which a change of servers
     // may have left different from the config's).
-    this.applier = new OpApplier([], createRoute(dcConfig), {
+    this.applier = new OpApplier([], new ReplicateRoute([]), {
       logger: this.logger,
       signal: this.abort.signal,
       ...(this.ejections ? { ejected: (channels) => this.ejections!.current(channels) } : {}),
@@ -266,7 +273,35 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
    * change is done.
    */
   reconfigure(dcConfig: DatacenterConfig): Promise<void> {
+    // Not running yet (a standby, say): start() takes it from here.
+    if (this.life.state !== 'running') {
+      this.wanted = dcConfig;
+      return Promise.resolve();
+    }
+    if (dcConfig.routing === 'ketama' && dcConfig.discover && dcConfig.servers.length === 0) {
+      // The config of a data center found through DNS (read again): look its name up now.
+      this.pool?.stop();
+      const pool = (this.pool = new DnsPool(dcConfig, this.logger, (dc) => void this.reconfigure(dc)));
+      return pool.lookup().then((found) => {
+        if (!found || this.pool !== pool) return;
+        pool.start(found.servers);
+        return this.reconfigure(found);
+      });
+    }
+    if (dcConfig.servers.length === 0) return Promise.resolve();
+    this.wanted = dcConfig;
     return this.membership.change(dcConfig);
+  }
+
+  /** The servers wanted now: the config's, or those its DNS name resolves to (or, if it cannot be looked up, those last placed on). */
+  private async wantedNow(saved: DatacenterConfig | undefined): Promise<DatacenterConfig> {
+    const w = this.wanted;
+    if (w.routing !== 'ketama' || !w.discover) return w;
+    this.pool = new DnsPool(w, this.logger, (dc) => void this.reconfigure(dc));
+    const found = await this.pool.lookup();
+    if (found) return found;
+    if (saved) return saved;
+    throw new McreplError('NO_SERVERS', `the DNS name ${w.discover.dns} of data center '${this.dc}' gives no server, and no earlier list of its servers is recorded`, { retriable: true });
   }
 
   get state(): WorkerState {
@@ -288,9 +323,10 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
       }
       await this.loadWatermarks();
       // The servers the keys were last placed on (a change of servers may be unfinished).
-      const wanted = this.spec;
       const [savedSpec, savedProgress] = await Promise.all([this.redis.get(this.keys.ring(this.dc)), this.redis.get(this.keys.migration(this.dc))]);
-      const placed = savedSpec ? (JSON.parse(savedSpec) as DatacenterConfig) : wanted;
+      const saved = savedSpec ? (JSON.parse(savedSpec) as DatacenterConfig) : undefined;
+      const wanted = await this.wantedNow(saved);
+      const placed = saved ?? wanted;
       if (!savedSpec) await this.lease.runFenced(SAVE_VALUE, [this.keys.ring(this.dc)], [JSON.stringify(wanted)]);
       this.spec = placed;
       const route = createRoute(placed);
@@ -322,6 +358,7 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
       const progress = savedProgress ? (JSON.parse(savedProgress) as MigrationProgress) : undefined;
       if (!samePlacement(placed, wanted)) void this.membership.change(wanted);
       else if (progress?.phase === 'cleaning') void this.membership.resumeCleanup(progress);
+      this.pool?.start(wanted.servers);
     } catch (err) {
       if (this.abort.signal.aborted) throw err; // closed while starting: close() finishes the job
       await this.teardown();
@@ -602,6 +639,7 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     const all = [...this.channelAborts.keys()];
     for (const c of all) c.stop();
     this.ejections?.stop();
+    this.pool?.stop();
     await Promise.all(all.map((c) => c.writer.close().catch(() => undefined)));
     await this.lease.release();
     this.redis.disconnect();

@@ -19,10 +19,14 @@ export async function freePort(): Promise<number> {
 export class PrivateMemcached {
   private child: ChildProcess | undefined;
 
-  constructor(readonly port: number) {}
+  constructor(
+    readonly port: number,
+    /** A loopback address of its own (127.0.0.2, ...) lets several servers share one port, as a DNS-found pool does. */
+    readonly host = '127.0.0.1',
+  ) {}
 
   get address(): string {
-    return `127.0.0.1:${this.port}`;
+    return `${this.host}:${this.port}`;
   }
 
   static async create(): Promise<PrivateMemcached> {
@@ -30,7 +34,7 @@ export class PrivateMemcached {
   }
 
   async start(): Promise<void> {
-    this.child = spawn('/usr/bin/memcached', memcachedArgs(this.port), { stdio: 'ignore' });
+    this.child = spawn('/usr/bin/memcached', memcachedArgs(this.port, this.host), { stdio: 'ignore' });
     await waitFor(async () => {
       const c = new MemcachedTextClient(this.address, 500);
       try {

@@ -19,7 +19,8 @@ import { parseRingServer } from '../../src/config/ring-server.js';
 import type { MigrationProgress } from '../../src/sink/membership.js';
 import { RedisKeys } from '../../src/fanout/redis-keys.js';
 import { createTestEnv, layout, type TestEnv } from '../helpers/env.js';
-import { PrivateMemcached } from '../helpers/memcached-server.js';
+import { Dnsmasq } from '../helpers/dns-server.js';
+import { PrivateMemcached, freePort } from '../helpers/memcached-server.js';
 import { Nutcracker } from '../helpers/readers.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -114,58 +115,111 @@ export async function misplaced(specs: string[], hash: 'fnv1a_64' | 'md5', keys:
   return out;
 }
 
-test('a fourth server added, then one removed, under writes (config reload): nutcracker with the new servers finds every key with its last value, and no server holds a key it does not own', { timeout: 240_000 }, async () => {
+interface Run {
+  env: TestEnv;
+  writer: SteadyWriter;
+  keys: string[];
+  servers: PrivateMemcached[];
+  nutcracker: Nutcracker;
+}
+
+/**
+ * Makes a change of servers while the writer writes (`change` resolves once mcrepl reports it
+ * done), then checks it: reported done with the new servers, nutcracker with them finds every
+ * key's last value, and no server holds a key it does not own.
+ */
+async function changeAndCheck(r: Run, label: string, list: string[], change: () => Promise<void>): Promise<void> {
+  const progress = async () => JSON.parse((await r.env.redis.get(new RedisKeys(r.env.prefix).migration('east'))) ?? 'null') as MigrationProgress | null;
+  const before = r.writer.statements;
+  await change();
+  const p = await progress();
+  assert.equal(p?.phase, 'done', `the change is reported done (${label})`);
+  assert.deepEqual([...(p?.to ?? [])].sort(), list.map((s) => parseRingServer(s).address).sort());
+  assert.ok(r.writer.statements > before, `writes went on during the change (${r.writer.statements - before})`);
+  // Writes go on a little, then stop; what they wrote is applied before the readers look.
+  const stopAt = r.writer.statements + 200;
+  await waitFor(() => r.writer.statements >= stopAt, { timeoutMs: 30_000, message: 'more writes after the change' });
+  await r.writer.stop();
+  await r.nutcracker.start({ hash: 'fnv1a_64', servers: list });
+  try {
+    let wrong: string[] = [];
+    await waitFor(async () => (wrong = await readerAgrees(r.nutcracker.address, r.writer.committed)).length === 0, {
+      timeoutMs: 30_000,
+      intervalMs: 500,
+      message: () => `nutcracker finds every key with its last value (${label}): ${wrong.length} do not, e.g. ${wrong.slice(0, 3).join('; ')}`,
+    });
+  } finally {
+    await r.nutcracker.stop();
+  }
+  assert.deepEqual((await misplaced(list, 'fnv1a_64', r.keys, r.servers.map((s) => s.address))).slice(0, 5), [], `no server holds a key it does not own (${label})`);
+  r.writer.start();
+}
+
+async function withRun(servers: PrivateMemcached[], east: Record<string, unknown>, nutcrackerPort: number, body: (r: Run, worker: DatacenterWorker) => Promise<void>): Promise<void> {
   ensureReaders();
-  const servers = await Promise.all([0, 1, 2, 3].map(() => PrivateMemcached.create()));
   await Promise.all(servers.map((s) => s.start()));
-  const specs = servers.map((s, i) => `${s.address}:1 cache-${i}`);
-  const nutcracker = new Nutcracker(base + 58, base + 59, path.join(layout.dir, 'ketama-membership'));
-  const dcOf = (list: string[]) => datacenterSchema.parse({ routing: 'ketama', hash: 'fnv1a_64', servers: list });
+  const nutcracker = new Nutcracker(nutcrackerPort, nutcrackerPort + 1, path.join(layout.dir, 'ketama-membership'));
   let env: TestEnv | undefined;
   let writer: SteadyWriter | undefined;
   try {
-    env = await createTestEnv({ partitions: 2, overrides: { 'datacenters.east': { routing: 'ketama', hash: 'fnv1a_64', servers: specs.slice(0, 3) } } });
+    env = await createTestEnv({ partitions: 2, overrides: { 'datacenters.east': east } });
     const { workers } = await env.startPipeline();
-    const east = workers.find((w) => w.dc === 'east') as DatacenterWorker;
     await env.sql.query("CALL create_namespace(1, 'members')");
     const keys = Array.from({ length: KEYS }, (_, i) => `${i}:${env!.prefix}:m`);
     writer = new SteadyWriter(env, keys);
     await writer.fill();
     writer.start();
-    const progress = async () => JSON.parse((await env!.redis.get(new RedisKeys(env!.prefix).migration('east'))) ?? 'null') as MigrationProgress | null;
-
-    for (const [label, list] of [
-      ['added', specs],
-      ['removed', [specs[0]!, specs[2]!, specs[3]!]],
-    ] as const) {
-      const before = writer.statements;
-      await east.reconfigure(dcOf([...list]));
-      const p = await progress();
-      assert.equal(p?.phase, 'done', `the change is reported done (${label})`);
-      assert.deepEqual(p?.to, list.map((s) => parseRingServer(s).address));
-      assert.ok(writer.statements > before, `writes went on during the change (${writer.statements - before})`);
-      // Writes go on a little, then stop; what they wrote is applied before the readers look.
-      const stopAt = writer.statements + 200;
-      await waitFor(() => writer!.statements >= stopAt, { timeoutMs: 30_000, message: 'more writes after the change' });
-      await writer.stop();
-      await nutcracker.start({ hash: 'fnv1a_64', servers: [...list] });
-      try {
-        let wrong: string[] = [];
-        await waitFor(async () => (wrong = await readerAgrees(nutcracker.address, writer!.committed)).length === 0, {
-          timeoutMs: 30_000,
-          intervalMs: 500,
-          message: () => `nutcracker finds every key with its last value (${label}): ${wrong.length} do not, e.g. ${wrong.slice(0, 3).join('; ')}`,
-        });
-      } finally {
-        await nutcracker.stop();
-      }
-      assert.deepEqual((await misplaced([...list], 'fnv1a_64', keys, servers.map((s) => s.address))).slice(0, 5), [], `no server holds a key it does not own (${label})`);
-      writer.start();
-    }
+    await body({ env, writer, keys, servers, nutcracker }, workers.find((w) => w.dc === 'east') as DatacenterWorker);
   } finally {
     await writer?.stop();
     await nutcracker.stop();
     await env?.teardown();
     await Promise.all(servers.map((s) => s.stop()));
+  }
+}
+
+test('a fourth server added, then one removed, under writes (config reload): nutcracker with the new servers finds every key with its last value, and no server holds a key it does not own', { timeout: 240_000 }, async () => {
+  const servers = await Promise.all([0, 1, 2, 3].map(() => PrivateMemcached.create()));
+  const specs = servers.map((s, i) => `${s.address}:1 cache-${i}`);
+  const dcOf = (list: string[]) => datacenterSchema.parse({ routing: 'ketama', hash: 'fnv1a_64', servers: list });
+  await withRun(servers, { routing: 'ketama', hash: 'fnv1a_64', servers: specs.slice(0, 3) }, base + 58, async (r, east) => {
+    await changeAndCheck(r, 'added', specs, () => east.reconfigure(dcOf(specs)));
+    const fewer = [specs[0]!, specs[2]!, specs[3]!];
+    await changeAndCheck(r, 'removed', fewer, () => east.reconfigure(dcOf(fewer)));
+  });
+});
+
+test('the servers found through DNS (dnsmasq on loopback): a fourth address added to the name, then one removed, under writes', { timeout: 240_000 }, async () => {
+  const port = await freePort();
+  const servers = [2, 3, 4, 5].map((i) => new PrivateMemcached(port, `127.0.0.${i}`));
+  const name = 'pool.mcrepl.test';
+  const dns = new Dnsmasq(base + 62, path.join(layout.dir, 'ketama-membership'));
+  const ips = servers.map((s) => s.host);
+  const specs = (list: string[]) => list.map((ip) => `${ip}:${port}:1`);
+  await dns.start(name, ips.slice(0, 3));
+  try {
+    await withRun(servers, { routing: 'ketama', hash: 'fnv1a_64', discover: { dns: name, port, refreshS: 1, resolver: dns.address } }, base + 60, async (r) => {
+      const done = (list: string[]) => async () => {
+        const want = JSON.stringify(list.map((ip) => `${ip}:${port}`).sort());
+        await waitFor(
+          async () => {
+            const p = JSON.parse((await r.env.redis.get(new RedisKeys(r.env.prefix).migration('east'))) ?? 'null') as MigrationProgress | null;
+            return p?.phase === 'done' && JSON.stringify([...p.to].sort()) === want;
+          },
+          { timeoutMs: 60_000, intervalMs: 100, message: `the change to ${want} reported done` },
+        );
+      };
+      await changeAndCheck(r, 'added in DNS', specs(ips), async () => {
+        await dns.setRecords(name, ips);
+        await done(ips)();
+      });
+      const fewer = [ips[0]!, ips[2]!, ips[3]!];
+      await changeAndCheck(r, 'removed from DNS', specs(fewer), async () => {
+        await dns.setRecords(name, fewer);
+        await done(fewer)();
+      });
+    });
+  } finally {
+    await dns.stop();
   }
 });

@@ -3,11 +3,13 @@
  * drains them and exits 0. A component that fails for a reason that passes (it lost its lease,
  * e.g. Redis was unreachable too long) is replaced by a fresh one, which waits for the lease
  * and picks up from what Redis holds. Any other failure stops the others and exits non-zero.
+ * SIGHUP reads the config again (see ComponentSpec.reload).
  */
 import type { EventEmitter } from 'node:events';
 import { errorMessage, McreplError } from '../../errors.js';
 import type { Logger } from '../../observability/logger.js';
 import { limitHeapGrowth } from '../../observability/memory.js';
+import type { ResolvedConfig } from '../../config/schema.js';
 import { EXIT, reportError } from '../context.js';
 
 export interface Component extends EventEmitter {
@@ -19,11 +21,13 @@ export interface ComponentSpec {
   name: string;
   /** `attempt` is 0 for the first instance, then counts replacements. */
   create: (attempt: number) => Component;
+  /** The config was read again (SIGHUP): what the running instance, and later ones, take from it. */
+  reload?: (config: ResolvedConfig, running: Component | undefined) => void;
 }
 
 const isPassing = (err: unknown) => err instanceof McreplError && err.retriable;
 
-export async function runDaemon(specs: ComponentSpec[], logger: Logger, opts: { heapGrowingPercent: number }): Promise<number> {
+export async function runDaemon(specs: ComponentSpec[], logger: Logger, opts: { heapGrowingPercent: number; reload?: () => ResolvedConfig }): Promise<number> {
   limitHeapGrowth(opts.heapGrowingPercent);
   let stopping = false;
   let exitCode: number = EXIT.ok;
@@ -49,6 +53,21 @@ export async function runDaemon(specs: ComponentSpec[], logger: Logger, opts: { 
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  // SIGHUP: the config is read again; each component takes what it can change while running
+  // (a data center's servers), and a replacement starts with all of it.
+  const onHangup = () => {
+    if (stopping || !opts.reload) return;
+    let config: ResolvedConfig;
+    try {
+      config = opts.reload();
+    } catch (err) {
+      logger.error({ err: errorMessage(err) }, 'SIGHUP: the config could not be read again; the running one is kept');
+      return;
+    }
+    logger.info('SIGHUP: config read again');
+    for (const slot of slots) slot.spec.reload?.(config, slot.current);
+  };
+  process.on('SIGHUP', onHangup);
 
   // An instance fails once: what its teardown throws afterwards (a start() still under way that
   // loses its connections, say) is a consequence, not a new failure.

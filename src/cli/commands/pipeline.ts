@@ -18,7 +18,25 @@ function workersFor(ctx: Context, dcs: string[]): ComponentSpec[] {
       throw new ConfigError([`data center '${dc}' is in site '${site.name}', not in --site ${ctx.config.site}`]);
     }
     const logger = ctx.config.sites ? ctx.logger.child({ site: site.name }) : ctx.logger;
-    return { name: named(ctx, site, `worker ${dc}`), create: () => new DatacenterWorker(site.config, dc, { logger }) };
+    // The latest config read: a replacement starts with it.
+    let config = site.config;
+    return {
+      name: named(ctx, site, `worker ${dc}`),
+      create: () => new DatacenterWorker(config, dc, { logger }),
+      reload: (all, running) => {
+        const next = siteOfDatacenter(all, dc).config;
+        const servers = next.datacenters[dc];
+        if (!servers) {
+          logger.error({ dc }, `SIGHUP: data center '${dc}' is no longer in the config; this worker goes on with its servers`);
+          return;
+        }
+        config = next;
+        // A data center's servers change while it runs; anything else takes a restart.
+        if (running instanceof DatacenterWorker) {
+          running.reconfigure(servers).catch((err: unknown) => logger.error({ dc, err: String(err) }, 'changing the servers failed'));
+        }
+      },
+    };
   });
 }
 
@@ -41,7 +59,7 @@ function tailer(ctx: Context, site: Site, resetCheckpoint: boolean): ComponentSp
   };
 }
 
-const daemon = (ctx: Context, specs: ComponentSpec[]) => runDaemon(specs, ctx.logger, { heapGrowingPercent: ctx.config.memory.heapGrowingPercent });
+const daemon = (ctx: Context, specs: ComponentSpec[]) => runDaemon(specs, ctx.logger, { heapGrowingPercent: ctx.config.memory.heapGrowingPercent, reload: ctx.reload });
 
 export function runAll(ctx: Context, opts: { resetCheckpoint?: boolean }): Promise<number> {
   const sites = selectSites(ctx.config, 'mcrepl run', true);

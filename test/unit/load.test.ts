@@ -333,7 +333,7 @@ datacenters:
       assert.ok(p.endsWith(origin), `${p} should end with ${origin}`);
     }
     assert.ok(e.problems.includes('datacenters.east.servers: a data center needs at least one memcached server (in mcrepl.yaml)'));
-    assert.ok(e.problems.includes('datacenters.west.servers: is required (in mcrepl.yaml)'));
+    assert.ok(e.problems.includes('datacenters.west.servers: a data center needs at least one memcached server (in mcrepl.yaml)'));
     assert.ok(e.problems.includes('datacenters.north.servers.0: expected host:port, e.g. 10.0.0.5:11211 (in mcrepl.yaml)'));
     assert.ok(e.problems.includes('redis.prefix: expected 1-64 characters of A-Z, a-z, 0-9, _ . - (in mcrepl.yaml)'));
     // The message lists every problem.

@@ -8,6 +8,7 @@
  * a name resolves to.
  */
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { MemcachedTextClient } from '../../scripts/memcached-text.js';
@@ -19,6 +20,7 @@ import { parseRingServer } from '../../src/config/ring-server.js';
 import type { MigrationProgress } from '../../src/sink/membership.js';
 import { RedisKeys } from '../../src/fanout/redis-keys.js';
 import { createTestEnv, layout, type TestEnv } from '../helpers/env.js';
+import { McreplProcess, mcrepl, writeConfigFile } from '../helpers/cli.js';
 import { Dnsmasq } from '../helpers/dns-server.js';
 import { PrivateMemcached, freePort } from '../helpers/memcached-server.js';
 import { Nutcracker } from '../helpers/readers.js';
@@ -221,5 +223,62 @@ test('the servers found through DNS (dnsmasq on loopback): a fourth address adde
     });
   } finally {
     await dns.stop();
+  }
+});
+
+test('mcrepl worker reads its config again on SIGHUP and moves the keys to a fourth server; mcrepl status shows the change', { timeout: 180_000 }, async () => {
+  ensureReaders();
+  const servers = await Promise.all([0, 1, 2, 3].map(() => PrivateMemcached.create()));
+  await Promise.all(servers.map((s) => s.start()));
+  const specs = servers.map((s) => `${s.address}:1`);
+  const nutcracker = new Nutcracker(base + 64, base + 65, path.join(layout.dir, 'ketama-membership'));
+  let env: TestEnv | undefined;
+  let worker: McreplProcess | undefined;
+  try {
+    env = await createTestEnv({ partitions: 2, overrides: { 'datacenters.east': { routing: 'ketama', hash: 'fnv1a_64', servers: specs.slice(0, 3) } } });
+    const file = writeConfigFile(env.config);
+    worker = new McreplProcess(['-c', file, 'worker', 'east']);
+    await worker.waitForOutput(/mcrepl ready/);
+    await env.startTailer();
+    await env.sql.query("CALL create_namespace(1, 'members')");
+    const keys = Array.from({ length: 1_000 }, (_, i) => `${i}:${env!.prefix}:hup`);
+    const writer = new SteadyWriter(env, keys);
+    await writer.fill();
+    writer.start();
+
+    // The same config with a fourth server, then SIGHUP.
+    const config = JSON.parse(fs.readFileSync(file, 'utf8')) as { datacenters: { east: { servers: string[] } } };
+    config.datacenters.east.servers = specs;
+    fs.writeFileSync(file, JSON.stringify(config));
+    worker.kill('SIGHUP');
+    await worker.waitForOutput(/the change of servers is done/, 60_000);
+    await writer.stop();
+    const st = await mcrepl(['-c', file, 'status', '--json']);
+    const east = (JSON.parse(st.stdout) as { datacenters: { name: string; servers: { address: string }[]; migration: MigrationProgress | null }[] }).datacenters.find((d) => d.name === 'east')!;
+    assert.equal(east.migration?.phase, 'done');
+    assert.deepEqual(east.servers.map((s) => s.address).sort(), servers.map((s) => s.address).sort(), 'status lists the four servers');
+    await nutcracker.start({ hash: 'fnv1a_64', servers: specs });
+    try {
+      let wrong: string[] = [];
+      await waitFor(async () => (wrong = await readerAgrees(nutcracker.address, writer.committed)).length === 0, { timeoutMs: 30_000, intervalMs: 500, message: () => `nutcracker finds every key: ${wrong.slice(0, 3).join('; ')}` });
+    } finally {
+      await nutcracker.stop();
+    }
+
+    // A change under way, as a worker records it, as status shows it.
+    worker.kill('SIGTERM');
+    await worker.exited;
+    worker = undefined;
+    const under: MigrationProgress = { from: servers.slice(0, 3).map((s) => s.address), to: servers.map((s) => s.address), phase: 'copying', startedAt: new Date().toISOString(), scanned: 1200, copied: 300, deleted: 0 };
+    await env.redis.set(new RedisKeys(env.prefix).migration('east'), JSON.stringify(under));
+    const text = await mcrepl(['-c', file, 'status']);
+    assert.match(text.stdout, /servers changing \(copying, since [^)]+\): 1200 keys listed, 300 copied to their new servers, 0 deleted where they no longer belong/);
+    assert.match(text.stdout, new RegExp(`to +${servers.map((s) => s.address.replace(/\./g, '\\.')).join(', ')}`));
+  } finally {
+    worker?.kill('SIGKILL');
+    await worker?.exited;
+    await nutcracker.stop();
+    await env?.teardown();
+    await Promise.all(servers.map((s) => s.stop()));
   }
 });

@@ -8,7 +8,8 @@ import { datacenterDepth, datacenterMemory, readTopology, type QueueDepth } from
 import { serverStateOf } from '../../sink/datacenter-worker.js';
 import { RedisCheckpointStore, describePosition, type Checkpoint, type Position } from '../../source/checkpoint-store.js';
 import { sitesOf, type Site } from '../../config/sites.js';
-import { serversOf } from '../../config/schema.js';
+import { serversOf, type DatacenterConfig } from '../../config/schema.js';
+import type { MigrationProgress } from '../../sink/membership.js';
 import { errorMessage, McreplError } from '../../errors.js';
 import { connectMysql } from '../../registry/mysql.js';
 import { mysqlFor } from '../../registry/accounts.js';
@@ -66,7 +67,7 @@ export interface StatusReport {
   checkpoint: (Checkpoint & { ageMs: number }) | null;
   tailer: string | null;
   partitions: number;
-  datacenters: { name: string; worker: string | null; queued: QueueDepth; redisBytes: number; servers: ServerReport[] }[];
+  datacenters: { name: string; worker: string | null; queued: QueueDepth; redisBytes: number; servers: ServerReport[]; /** The last change of its servers (ketama membership), if any. */ migration: MigrationProgress | null }[];
   deadLetters: { total: number; recent: unknown[] };
 }
 
@@ -136,8 +137,15 @@ export async function collectStatus(site: Site, primary: Promise<Position | null
         dcs.map(async (name) => {
           const states = await redis.hgetall(keys.servers(name));
           const worker = await Lease.holder(redis, keys.workerLease(name));
+          // The servers its keys are placed on (which a change of servers may have made other
+          // than the config's), and during a change those it moves them between.
+          const [placed, moving] = await Promise.all([redis.get(keys.ring(name)), redis.get(keys.migration(name))]);
+          const migration = moving ? (JSON.parse(moving) as MigrationProgress) : null;
+          const dcConfig = placed ? (JSON.parse(placed) as DatacenterConfig) : config.datacenters[name];
+          const addresses = new Set(dcConfig ? serversOf(dcConfig) : Object.keys(states));
+          if (migration && migration.phase !== 'done') for (const a of [...migration.from, ...migration.to]) addresses.add(a);
           const servers: ServerReport[] = await Promise.all(
-            (config.datacenters[name] ? serversOf(config.datacenters[name]) : Object.keys(states)).map(async (address) => {
+            [...addresses].map(async (address) => {
               const st = serverStateOf(states[address]);
               const missedKey = keys.missed(name, address);
               return {
@@ -158,6 +166,7 @@ export async function collectStatus(site: Site, primary: Promise<Position | null
             queued: await datacenterDepth(redis, keys, name, topology.partitions),
             redisBytes: (await datacenterMemory(redis, keys, name, topology.partitions)) + servers.reduce((n, sv) => n + sv.missedBytes, 0),
             servers,
+            migration,
           };
         }),
       ),
@@ -215,6 +224,12 @@ function formatReport(r: StatusReport): string[] {
     lines.push(
       `${d.name.padEnd(14)}${String(d.queued.waiting + d.queued.delayed).padStart(8)}${String(d.queued.active).padStart(8)}${String(d.queued.failed).padStart(8)}${formatBytes(d.redisBytes).padStart(11)}  ${d.worker ?? 'not running'}`,
     );
+    const m = d.migration;
+    if (m && m.phase !== 'done') {
+      lines.push(`  servers changing (${m.phase}, since ${m.startedAt}): ${m.scanned} keys listed, ${m.copied} copied to their new servers, ${m.deleted} deleted where they no longer belong`);
+      lines.push(`    from ${m.from.join(', ')}`);
+      lines.push(`    to   ${m.to.join(', ')}${m.error ? ` (${m.error})` : ''}`);
+    }
     for (const sv of d.servers) {
       const extra = [
         sv.lastRecorded ? `last recorded ${sv.lastRecorded}` : '',

@@ -11,6 +11,8 @@ import type { SetOp } from '../../src/fanout/op.js';
 import { KetamaRing } from '../../src/sink/routes/ketama-ring.js';
 import { KetamaRoute } from '../../src/sink/routes/ketama-route.js';
 import { createRoute } from '../../src/sink/routes/route.js';
+import { MigrationRoute } from '../../src/sink/routes/migration-route.js';
+import { samePlacement } from '../../src/sink/membership.js';
 
 const set = (key: string, t = 1): SetOp => ({ kind: 'set', t, nsId: 1, key: Buffer.from(key), value: Buffer.from('v'), expiresAt: 0 });
 const keys = Array.from({ length: 2_000 }, (_, i) => `k:${i}`);
@@ -121,5 +123,49 @@ describe('ketama route', () => {
     assert.deepEqual(withBackup.warmPeers(1), { full: [3, 4], parts: [] }, 'a backup holds every key');
     assert.deepEqual(withBackup.warmPeers(3), { full: [4], parts: [0, 1, 2] }, 'a backup: from the other backup, or from the whole ring');
     assert.deepEqual(createRoute(dc({ servers })).warmPeers(2), { full: [0, 1], parts: [] }, 'replicate: every peer is a full copy');
+  });
+});
+
+describe('a change of servers', () => {
+  const three = ['127.0.0.1:1', '127.0.0.1:2', '127.0.0.1:3'];
+  const four = [...three, '127.0.0.1:4'];
+
+  test('while keys move, every op goes to its servers under both placements, once per server', () => {
+    const from = createRoute(dc({ routing: 'ketama', servers: three }));
+    const to = createRoute(dc({ routing: 'ketama', servers: four }));
+    const m = new MigrationRoute(from, to);
+    assert.deepEqual(m.servers, four);
+    const ops = keys.map((k) => set(k));
+    const out = m.assign(ops, new Set());
+    for (const op of ops) {
+      const want = new Set([...from.holders(op.key).map((i) => three[i]!), ...to.holders(op.key).map((i) => four[i]!)]);
+      const got = m.servers.filter((_, i) => out[i]!.includes(op));
+      assert.deepEqual(new Set(got), want, `${op.key}`);
+      assert.deepEqual(new Set(m.holders(op.key).map((i) => m.servers[i])), want);
+    }
+    for (const list of out) assert.equal(new Set(list.map((o) => o.key.toString())).size, list.length, 'one op per key per server');
+  });
+
+  test("an op wins over the other placement's delete for readers that eject a server", () => {
+    const from = createRoute(dc({ routing: 'ketama', servers: three }));
+    const to = createRoute(dc({ routing: 'ketama', servers: four }));
+    const m = new MigrationRoute(from, to);
+    const ops = keys.map((k) => set(k));
+    const out = m.assign(ops, new Set([0]));
+    for (const [i, list] of out.entries()) {
+      for (const o of list) {
+        if (o.kind !== 'delete') continue;
+        assert.equal(m.holders(o.key).includes(i), false, `a delete of ${o.key} only where neither placement puts it`);
+      }
+    }
+  });
+
+  test('placements compare by what places keys, not by order or other options', () => {
+    assert.equal(samePlacement(dc({ routing: 'ketama', servers: ['a:1', 'b:1'] }), dc({ routing: 'ketama', servers: ['b:1', 'a:1'], ejectDeletes: false })), true);
+    assert.equal(samePlacement(dc({ routing: 'ketama', servers: ['a:1', 'b:1'] }), dc({ routing: 'ketama', servers: ['a:1', 'b:1:2'] })), false, 'a weight');
+    assert.equal(samePlacement(dc({ routing: 'ketama', servers: ['a:1', 'b:1'] }), dc({ routing: 'ketama', servers: ['a:1', 'b:1'], replicas: 2 })), false);
+    assert.equal(samePlacement(dc({ routing: 'ketama', servers: ['a:1', 'b:1'] }), dc({ routing: 'ketama', servers: ['a:1', 'b:1'], hash: 'md5' })), false);
+    assert.equal(samePlacement(dc({ routing: 'ketama', servers: ['a:1', 'b:1 x'] }), dc({ routing: 'ketama', servers: ['a:1', 'b:1'] })), false, 'a name');
+    assert.equal(samePlacement(dc({ servers: ['a:1', 'b:1'] }), dc({ routing: 'ketama', servers: ['a:1', 'b:1'] })), false, 'the routing');
   });
 });

@@ -13,7 +13,8 @@ import mysql, { type RowDataPacket } from 'mysql2/promise';
 import { MemcachedTextClient } from './memcached-text.js';
 import { repoRoot } from './stack.js';
 import type { ResolvedConfig } from '../src/config/schema.js';
-import { createRoute, type Route } from '../src/sink/routes/route.js';
+import { type Route } from '../src/sink/routes/route.js';
+import { createRoute } from '../src/sink/routes/create-route.js';
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 

@@ -9,7 +9,7 @@ import type { Connection } from 'mysql2/promise';
 import mysql from 'mysql2/promise';
 import type { MysqlConfig, MysqlRole } from '../config/schema.js';
 import { ConfigError } from '../errors.js';
-import { SQL_DIR, splitSqlScript } from './schema-installer.js';
+import { SQL_DIR, splitSqlScript } from './sql-files.js';
 
 export const ROLES: readonly MysqlRole[] = ['tailer', 'admin', 'writer'];
 

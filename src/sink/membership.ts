@@ -29,7 +29,7 @@ import type { Logger } from '../observability/logger.js';
 import { MetaClient, type Fence } from './meta-client.js';
 import type { Placement } from './op-applier.js';
 import { MigrationRoute } from './routes/migration-route.js';
-import { createRoute } from './routes/route.js';
+import { createRoute } from './routes/create-route.js';
 import type { ServerChannel } from './server-channel.js';
 
 /** Where keys are placed, as recorded: the data center's config minus what does not place keys. */

@@ -9,12 +9,36 @@
  * per key first), so their completion order does not matter and any subset can be retried.
  */
 import memjs from 'memjs';
-import { MetaWriter, type Fence } from './meta-client.js';
+import { MEMCACHED_RELATIVE_EXPIRY_MAX, type DeleteOp, type SetOp } from '../fanout/op.js';
 import type { Logger } from '../observability/logger.js';
 
 export type WriteOp =
   | { kind: 'set'; key: Buffer; value: Buffer; /** memcached exptime: 0, relative seconds, or unix time */ exptime: number }
   | { kind: 'delete'; key: Buffer };
+
+/** The request to send for an op at time `nowSec`. */
+export function toWrite(op: SetOp | DeleteOp, nowSec: number): WriteOp {
+  if (op.kind === 'delete') return { kind: 'delete', key: op.key };
+  if (op.expiresAt === 0) return { kind: 'set', key: op.key, value: op.value, exptime: 0 };
+  const remaining = op.expiresAt - nowSec;
+  if (remaining <= 0) return { kind: 'delete', key: op.key };
+  // Relative when it fits (immune to a skewed memcached clock), absolute otherwise.
+  return { kind: 'set', key: op.key, value: op.value, exptime: remaining <= MEMCACHED_RELATIVE_EXPIRY_MAX ? Math.ceil(remaining) : op.expiresAt };
+}
+
+export interface Refusal {
+  op: SetOp | DeleteOp;
+  server: string;
+  reason: string;
+  /** A refused set is replaced by a delete of the key on that server. */
+  keyDeleted: boolean;
+}
+
+/**
+ * Called right before bytes are handed to the socket; throws to stop them (a worker group that
+ * lost, or may have lost, its lease: `Lease.check`).
+ */
+export type Fence = () => void;
 
 export type WriteOutcome = { ok: true } | { ok: false; retriable: boolean; error: string };
 
@@ -167,19 +191,4 @@ export class MemjsWriter implements MemcachedWriter {
   async close(): Promise<void> {
     this.client.close();
   }
-}
-
-export const memjsWriterFactory: WriterFactory = (address, opts) => new MemjsWriter(address, opts);
-export const metaWriterFactory: WriterFactory = (address, opts) => new MetaWriter(address, opts);
-
-export type WriterKind = 'auto' | 'meta' | 'memjs';
-
-/** `auto`: meta, unless SASL credentials are set (memcached turns the text protocol off under SASL). */
-export function resolveWriterKind(kind: WriterKind, username: string | undefined): 'meta' | 'memjs' {
-  if (kind !== 'auto') return kind;
-  return username !== undefined ? 'memjs' : 'meta';
-}
-
-export function writerFactoryFor(kind: WriterKind, username: string | undefined): WriterFactory {
-  return resolveWriterKind(kind, username) === 'meta' ? metaWriterFactory : memjsWriterFactory;
 }

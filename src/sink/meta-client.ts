@@ -13,7 +13,9 @@
  * memcached turns the text protocol off under SASL (-S); such servers need the memjs writer.
  */
 import net from 'node:net';
-import type { MemcachedWriter, ServerIdentity, WriteOp, WriteOutcome } from './memcached-writer.js';
+import type { Fence, MemcachedWriter, ServerIdentity, WriteOp, WriteOutcome } from './memcached-writer.js';
+
+export type { Fence } from './memcached-writer.js';
 
 /**
  * Something waiting for replies. `read` consumes as many complete replies as `buf` holds from
@@ -127,11 +129,6 @@ const WINDOW_MAX_BYTES = 256 * 1024;
 /** Writes taken whole in a row before the window doubles. */
 const WINDOW_GROW_AFTER = 32;
 
-/**
- * Called right before bytes are handed to the socket; throws to stop them (a worker group that
- * lost, or may have lost, its lease: `Lease.check`).
- */
-export type Fence = () => void;
 
 interface Outgoing {
   cmd: Buffer;

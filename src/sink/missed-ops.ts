@@ -7,7 +7,7 @@ import type { Redis } from 'ioredis';
 import { runScript } from '../coordination/redis.js';
 import { decodeOps, encodeOps } from '../fanout/job-codec.js';
 import type { RedisKeys } from '../fanout/redis-keys.js';
-import type { WriteableOp } from './server-channel.js';
+import type { WriteableOp } from '../fanout/op.js';
 
 export interface MissedEntry {
   op: WriteableOp;

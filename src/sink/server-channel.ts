@@ -31,20 +31,15 @@ import { sleep } from '../coordination/lease.js';
 import { errorMessage } from '../errors.js';
 import { printableKey, type WriteableOp } from '../fanout/op.js';
 import type { Logger } from '../observability/logger.js';
-import type { MemcachedWriter, ServerIdentity, WriteOp } from './memcached-writer.js';
-import type { MissedEntry, MissedOpStore } from './missed-ops.js';
-import { MEMCACHED_RELATIVE_EXPIRY_MAX } from '../fanout/op.js';
+import { toWrite, type MemcachedWriter, type Refusal, type ServerIdentity } from './memcached-writer.js';
+import { MissedOps } from './missed-op-replay.js';
+import type { MissedOpStore } from './missed-ops.js';
 
 export type { WriteableOp } from '../fanout/op.js';
+export { toWrite } from './memcached-writer.js';
+export type { Refusal } from './memcached-writer.js';
 export type ServerHealth = 'healthy' | 'down' | 'recovering';
 
-export interface Refusal {
-  op: WriteableOp;
-  server: string;
-  reason: string;
-  /** A refused set is replaced by a delete of the key on that server. */
-  keyDeleted: boolean;
-}
 
 /** A server's state as saved for other processes (status) and for the next worker. */
 export interface SavedServerState {
@@ -96,25 +91,10 @@ export interface ChannelEvents {
   health: [ServerHealth];
 }
 
-/** The request to send for an op at time `nowSec`. */
-export function toWrite(op: WriteableOp, nowSec: number): WriteOp {
-  if (op.kind === 'delete') return { kind: 'delete', key: op.key };
-  if (op.expiresAt === 0) return { kind: 'set', key: op.key, value: op.value, exptime: 0 };
-  const remaining = op.expiresAt - nowSec;
-  if (remaining <= 0) return { kind: 'delete', key: op.key };
-  // Relative when it fits (immune to a skewed memcached clock), absolute otherwise.
-  return { kind: 'set', key: op.key, value: op.value, exptime: remaining <= MEMCACHED_RELATIVE_EXPIRY_MAX ? Math.ceil(remaining) : op.expiresAt };
-}
-
 /** A different process answers: it restarted (and is empty). */
 function isRestart(was: ServerIdentity, now: ServerIdentity): boolean {
   return now.pid !== was.pid || Math.abs(now.startedAt - was.startedAt) > 2;
 }
-
-/** Missed ops replayed per round trip to the store and the server. */
-const REPLAY_BATCH = 5_000;
-/** Backlog (keys) under which new ops wait for the replay to finish: two batches, ~50-100 ms. */
-const CATCH_UP_BELOW = 2 * REPLAY_BATCH;
 
 export class ServerChannel extends EventEmitter<ChannelEvents> {
   private _health: ServerHealth = 'healthy';
@@ -128,10 +108,8 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
   private warnedWait = false;
   private identity: ServerIdentity | undefined;
   private recovery: Promise<void> | undefined;
-  /** Adds to the missed-op store still in flight (recovery must not declare health under them). */
-  private pendingAdds = 0;
-  /** Open while the replay finishes a small backlog (CATCH_UP_BELOW): submits wait for it rather than keep. */
-  private catchUp: { done: Promise<void>; resolve: () => void } | undefined;
+  /** The ops it missed while down, and their replay. */
+  private readonly missed: MissedOps;
   private checkTimer: NodeJS.Timeout | undefined;
   private readonly now: () => number;
   readonly stats = { missed: 0, overflows: 0, flushes: 0, warms: 0, recoveries: 0, restarts: 0 };
@@ -143,6 +121,18 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
     super();
     this.setMaxListeners(0); // every waiting partition listens
     this.now = opts.now ?? (() => Date.now() / 1000);
+    this.missed = new MissedOps(opts.missed, {
+      signal: opts.signal,
+      now: this.now,
+      address: writer.address,
+      onRefused: opts.onRefused,
+      onOverflow: async () => {
+        this.stats.overflows++;
+        this.opts.logger.warn({ server: this.address }, 'too many missed ops kept for a server that is down: dropped them; it will be flushed when it returns');
+        this.mustFlush = true;
+        await this.save();
+      },
+    });
   }
 
   get address(): string {
@@ -214,7 +204,7 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
     this.mustFlush = saved?.mustFlush ?? false;
     this._complete = saved ? saved.complete !== false : !dcHasHistory;
     if (!saved && dcHasHistory) this.opts.logger.warn({ server: this.address }, 'a server mcrepl has no record of (new in the config, or its state was lost): it counts as missing keys until it is warmed from a complete peer');
-    const missed = await this.opts.missed.count();
+    const missed = await this.missed.count();
     if (this.mustFlush || missed > 0 || (saved && saved.health !== 'healthy')) {
       this.opts.logger.warn({ server: this.address, missed, mustFlush: this.mustFlush }, 'server was not up to date when the previous worker stopped: recovering it first');
       this.goDown('not up to date at start', 'memcached server not ready');
@@ -248,8 +238,9 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
   /** Applies ops (distinct keys) or keeps them for later; resolves when each is one or the other. */
   async submit(ops: readonly WriteableOp[]): Promise<void> {
     if (ops.length === 0) return;
-    if (this._health !== 'healthy' && this.catchUp) {
-      await this.catchUp.done;
+    const catchingUp = this._health !== 'healthy' ? this.missed.catchingUp : undefined;
+    if (catchingUp) {
+      await catchingUp;
       if (this.health === 'healthy') return this.submit(ops); // the getter: narrowing does not survive the await
     }
     if (this._health !== 'healthy') {
@@ -290,19 +281,10 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
     if (pending.length > 0) await this.keep(pending);
   }
 
+  /** Keeps ops for when it is back (durably, before the job can complete without it). */
   private async keep(ops: readonly WriteableOp[]): Promise<void> {
-    this.pendingAdds++;
-    try {
-      this.stats.missed += ops.length;
-      if (!(await this.opts.missed.add(ops))) {
-        this.stats.overflows++;
-        this.opts.logger.warn({ server: this.address }, 'too many missed ops kept for a server that is down: dropped them; it will be flushed when it returns');
-        this.mustFlush = true;
-        await this.save();
-      }
-    } finally {
-      this.pendingAdds--;
-    }
+    this.stats.missed += ops.length;
+    await this.missed.keep(ops);
   }
 
   /**
@@ -448,59 +430,14 @@ export class ServerChannel extends EventEmitter<ChannelEvents> {
    * Writes the missed ops until none are left and no more are on their way; false if the server
    * failed again. Returns with the health still 'recovering', so nothing is written around it.
    */
-  private async replay(): Promise<boolean> {
-    try {
-      return await this.replayUntilEmpty();
-    } finally {
-      // Healthy (set in the same turn as the last check) or failed: the waiting submits go on.
-      this.catchUp?.resolve();
-      this.catchUp = undefined;
-    }
-  }
-
-  private async replayUntilEmpty(): Promise<boolean> {
-    for (;;) {
-      this.opts.signal.throwIfAborted();
-      if (this.mustFlush) return false; // overflowed meanwhile: start over with a flush
-      if (!this.catchUp && (await this.opts.missed.count()) <= CATCH_UP_BELOW) {
-        // Little left: new ops wait for the rest rather than join it (a stream that adds a
-        // batch while each batch is replayed would otherwise keep the backlog from emptying).
-        let resolve!: () => void;
-        const done = new Promise<void>((r) => (resolve = r));
-        this.catchUp = { done, resolve };
-      }
-      const batch = await this.opts.missed.take(REPLAY_BATCH);
-      if (batch.length === 0) {
-        if (this.pendingAdds === 0 && (await this.opts.missed.count()) === 0 && this.pendingAdds === 0) {
-          // Healthy at once, in the same turn as the check: a submit after this writes directly,
-          // one before it was counted in pendingAdds.
-          this._health = 'healthy';
-          return true;
-        }
-        await sleep(1, this.opts.signal);
-        continue;
-      }
-      const now = this.now();
-      const outcomes = await this.writer.write(batch.map((e) => toWrite(e.op, now)));
-      const done: MissedEntry[] = [];
-      const refused: Refusal[] = [];
-      const again: WriteableOp[] = [];
-      let failed = false;
-      outcomes.forEach((o, i) => {
-        const e = batch[i]!;
-        if (o.ok) done.push(e);
-        else if (o.retriable) failed = true;
-        else {
-          done.push(e);
-          refused.push({ op: e.op, server: this.address, reason: o.error, keyDeleted: e.op.kind === 'set' });
-          if (e.op.kind === 'set') again.push({ kind: 'delete', t: e.op.t, nsId: e.op.nsId, key: e.op.key });
-        }
-      });
-      await this.opts.missed.ack(done);
-      if (refused.length > 0) await this.opts.onRefused(refused);
-      if (again.length > 0) await this.keep(again);
-      if (failed) return false;
-    }
+  private replay(): Promise<boolean> {
+    return this.missed.replay(
+      this.writer,
+      () => this.mustFlush, // overflowed meanwhile: start over with a flush
+      () => {
+        this._health = 'healthy';
+      },
+    );
   }
 
   /**

@@ -10,7 +10,7 @@ import { ConfigError } from '../../src/errors.js';
 import type { SetOp } from '../../src/fanout/op.js';
 import { KetamaRing } from '../../src/sink/routes/ketama-ring.js';
 import { KetamaRoute } from '../../src/sink/routes/ketama-route.js';
-import { createRoute } from '../../src/sink/routes/route.js';
+import { createRoute } from '../../src/sink/routes/create-route.js';
 import { MigrationRoute } from '../../src/sink/routes/migration-route.js';
 import { samePlacement } from '../../src/sink/membership.js';
 

@@ -439,7 +439,7 @@ datacenters:
 
 describe('memcached.writer', () => {
   test('auto picks meta, or memjs when a SASL username is set; meta with a username is refused with the reason', async () => {
-    const { resolveWriterKind } = await import('../../src/sink/memcached-writer.js');
+    const { resolveWriterKind } = await import('../../src/sink/writer-factory.js');
     const plain = loadConfig({ file: writeConfig(MINIMAL), env: {} }).config;
     assert.equal(plain.memcached.writer, 'auto');
     assert.equal(resolveWriterKind(plain.memcached.writer, plain.memcached.username), 'meta');

@@ -3,10 +3,8 @@
  * keys (for warming a server back from its peers, and for judging what a server should hold).
  * Servers are numbered as the data center lists them (`serversOf`): the channels' order.
  */
-import { serversOf, type DatacenterConfig } from '../../config/schema.js';
+import type { DatacenterConfig } from '../../config/schema.js';
 import type { WriteableOp } from '../../fanout/op.js';
-import { KetamaRoute } from './ketama-route.js';
-import { ReplicateRoute } from './replicate.js';
 
 /**
  * Where a server's keys can be copied from: `full`, peers that each hold every key it holds;
@@ -32,13 +30,4 @@ export interface Route {
   holders(key: Buffer): number[];
   /** Where server `i`'s keys can be copied from. */
   warmPeers(i: number): WarmPeers;
-}
-
-export function createRoute(dc: DatacenterConfig): Route {
-  switch (dc.routing) {
-    case 'replicate':
-      return new ReplicateRoute(serversOf(dc));
-    case 'ketama':
-      return new KetamaRoute(dc);
-  }
 }

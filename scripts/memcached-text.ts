@@ -97,48 +97,18 @@ export class MemcachedTextClient {
     });
   }
 
-  /** Multi-get (`get k1 k2 ...`, one round trip): the keys that are there, with their values. */
+  /** Multi-get (`get k1 k2 ...`, one round trip): the keys that are there (latin1), with their values. */
   async getMany(keys: readonly string[]): Promise<Map<string, Buffer>> {
     const s = await this.connect();
     s.write(`get ${keys.join(' ')}\r\n`);
-    return this.read((b) => {
-      const found = new Map<string, Buffer>();
-      let at = 0;
-      for (;;) {
-        const eol = b.indexOf('\r\n', at);
-        if (eol < 0) return undefined;
-        const line = b.subarray(at, eol).toString('latin1');
-        if (line === 'END') return { value: found, used: eol + 2 };
-        const m = /^VALUE ([^ ]+) \d+ (\d+)/.exec(line);
-        if (!m) throw new Error(`${this.address}: unexpected reply '${line}'`);
-        const len = Number(m[2]);
-        if (b.length < eol + 2 + len + 2) return undefined;
-        found.set(m[1]!, Buffer.from(b.subarray(eol + 2, eol + 2 + len)));
-        at = eol + 2 + len + 2;
-      }
-    });
+    return this.read(multiGetReply(this.address));
   }
 
   /** Multi-get of keys of any bytes: each key's value, or null, in the order of `keys`. */
   async getEach(keys: readonly Buffer[]): Promise<(Buffer | null)[]> {
     const s = await this.connect();
     s.write(Buffer.concat([Buffer.from('get'), ...keys.flatMap((k) => [Buffer.from(' '), k]), Buffer.from('\r\n')]));
-    const found = await this.read((b) => {
-      const out = new Map<string, Buffer>();
-      let at = 0;
-      for (;;) {
-        const eol = b.indexOf('\r\n', at);
-        if (eol < 0) return undefined;
-        const line = b.subarray(at, eol).toString('latin1');
-        if (line === 'END') return { value: out, used: eol + 2 };
-        const m = /^VALUE ([^ ]+) \d+ (\d+)/.exec(line);
-        if (!m) throw new Error(`${this.address}: unexpected reply '${line}'`);
-        const len = Number(m[2]);
-        if (b.length < eol + 2 + len + 2) return undefined;
-        out.set(m[1]!, Buffer.from(b.subarray(eol + 2, eol + 2 + len)));
-        at = eol + 2 + len + 2;
-      }
-    });
+    const found = await this.read(multiGetReply(this.address));
     return keys.map((k) => found.get(k.toString('latin1')) ?? null);
   }
 
@@ -185,6 +155,26 @@ export class MemcachedTextClient {
     this.socket?.destroy();
     this.socket = undefined;
   }
+}
+
+/** Reads a multi-get's reply: key (latin1) → value, once END has arrived. */
+function multiGetReply(address: string): (b: Buffer) => { value: Map<string, Buffer>; used: number } | undefined {
+  return (b) => {
+    const found = new Map<string, Buffer>();
+    let at = 0;
+    for (;;) {
+      const eol = b.indexOf('\r\n', at);
+      if (eol < 0) return undefined;
+      const line = b.subarray(at, eol).toString('latin1');
+      if (line === 'END') return { value: found, used: eol + 2 };
+      const m = /^VALUE ([^ ]+) \d+ (\d+)/.exec(line);
+      if (!m) throw new Error(`${address}: unexpected reply '${line}'`);
+      const len = Number(m[2]);
+      if (b.length < eol + 2 + len + 2) return undefined;
+      found.set(m[1]!, Buffer.from(b.subarray(eol + 2, eol + 2 + len)));
+      at = eol + 2 + len + 2;
+    }
+  };
 }
 
 /** Deletes one key from a server with a fresh connection. */

@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Resolver } from 'node:dns/promises';
+import { stopChild } from './child.js';
 import { waitFor } from './wait-for.js';
 
 export class Dnsmasq {
@@ -54,9 +55,6 @@ export class Dnsmasq {
   async stop(): Promise<void> {
     const c = this.child;
     this.child = undefined;
-    if (!c || c.exitCode !== null) return;
-    const exited = new Promise((r) => c.once('exit', r));
-    c.kill('SIGTERM');
-    await exited;
+    await stopChild(c);
   }
 }

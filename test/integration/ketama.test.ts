@@ -3,7 +3,7 @@
  * written through `CALL set_key` land exactly where the readers' own clients look for them.
  * nutcracker (twemproxy) configured with the same servers, and pylibmc with `ketama_weighted`,
  * read every key back with its value, and each key is on exactly `replicas` servers of the
- * data center and nowhere else.
+ * data center (and on the backup server, in the case with one) and nowhere else.
  *
  * Each case gets three memcached servers of its own (empty), so what they hold is the test's.
  */
@@ -59,26 +59,30 @@ interface Case {
   replicas: number;
   /** pylibmc knows no names; it reads the unnamed cases. */
   pylibmc: boolean;
+  /** A fourth server as `backup`: it gets every key. */
+  backup?: boolean;
 }
 
 const cases: Case[] = [
   { hash: 'fnv1a_64', weights: [1, 2, 3], names: true, replicas: 1, pylibmc: false },
   { hash: 'md5', weights: [3, 1, 2], names: true, replicas: 2, pylibmc: false },
   { hash: 'md5', weights: [1, 2, 3], names: false, replicas: 1, pylibmc: true },
+  { hash: 'fnv1a_64', weights: [1, 1, 1], names: false, replicas: 1, pylibmc: false, backup: true },
 ];
 
 after(() => nutcracker.stop());
 
 for (const c of cases) {
-  test(`${KEYS} keys through set_key to a ketama data center (${c.hash}, weights ${c.weights.join('/')}${c.names ? ', named servers' : ''}, replicas ${c.replicas}): every key found by nutcracker${c.pylibmc ? " and pylibmc" : ""}`, { timeout: 180_000 }, async () => {
+  test(`${KEYS} keys through set_key to a ketama data center (${c.hash}, weights ${c.weights.join('/')}${c.names ? ', named servers' : ''}, replicas ${c.replicas}${c.backup ? ', a backup server' : ''}): every key found by nutcracker${c.pylibmc ? " and pylibmc" : ""}`, { timeout: 180_000 }, async () => {
     ensureReaders();
-    const servers = await Promise.all([0, 1, 2].map(() => PrivateMemcached.create()));
-    await Promise.all(servers.map((s) => s.start()));
+    const all = await Promise.all((c.backup ? [0, 1, 2, 3] : [0, 1, 2]).map(() => PrivateMemcached.create()));
+    await Promise.all(all.map((s) => s.start()));
+    const servers = all.slice(0, 3);
     const ring: RingServer[] = servers.map((s, i) => ({ address: s.address, weight: c.weights[i]!, ...(c.names ? { name: `cache-${i}` } : {}) }));
     const specs = ring.map((r) => `${r.address}:${r.weight}${r.name ? ` ${r.name}` : ''}`);
     let env: TestEnv | undefined;
     try {
-      env = await createTestEnv({ overrides: { 'datacenters.east': { routing: 'ketama', hash: c.hash, replicas: c.replicas, servers: specs } } });
+      env = await createTestEnv({ overrides: { 'datacenters.east': { routing: 'ketama', hash: c.hash, replicas: c.replicas, servers: specs, ...(c.backup ? { backup: [all[3]!.address] } : {}) } } });
       await env.startPipeline();
       await env.sql.query("CALL create_namespace(1, 'golden')");
       const keys = mixedKeys(env.prefix, KEYS);
@@ -86,11 +90,12 @@ for (const c of cases) {
       await writeThroughSetKey(env, keys, value);
 
       const owners = new KetamaRing(ring, c.hash);
-      const expected = keys.map((k) => owners.owners(k, c.replicas));
+      // The key's servers on the ring, and the backup (index 3) if any.
+      const expected = keys.map((k) => [...owners.owners(k, c.replicas), ...(c.backup ? [3] : [])]);
       let where: (Buffer | null)[][] = [];
       await waitFor(
         async () => {
-          where = await Promise.all(servers.map((s) => readAll(s.address, keys)));
+          where = await Promise.all(all.map((s) => readAll(s.address, keys)));
           return expected.every((own, i) => own.every((s) => where[s]![i] !== null));
         },
         { timeoutMs: 60_000, intervalMs: 500, message: 'every key on its servers' },
@@ -98,12 +103,12 @@ for (const c of cases) {
       // Exactly its owners, with its value; nowhere else.
       const wrong: string[] = [];
       keys.forEach((k, i) => {
-        const on = [0, 1, 2].filter((s) => where[s]![i] !== null);
+        const on = all.map((_, s) => s).filter((s) => where[s]![i] !== null);
         if (JSON.stringify(on) !== JSON.stringify([...expected[i]!].sort())) wrong.push(`${k.toString('hex')} on ${JSON.stringify(on)}, owners ${JSON.stringify(expected[i])}`);
         else if (on.some((s) => where[s]![i]!.toString() !== value(i))) wrong.push(`${k.toString('hex')}: wrong value`);
       });
       assert.equal(wrong.length, 0, `${wrong.length} keys misplaced:\n${wrong.slice(0, 5).join('\n')}`);
-      const items = await Promise.all(servers.map(async (s) => {
+      const items = await Promise.all(all.map(async (s) => {
         const cl = new MemcachedTextClient(s.address);
         try {
           return Number((await cl.stats()).curr_items);
@@ -111,7 +116,8 @@ for (const c of cases) {
           cl.close();
         }
       }));
-      assert.equal(items.reduce((a, b) => a + b, 0), KEYS * c.replicas, `the servers hold ${KEYS} × ${c.replicas} items and nothing else (${items.join(' + ')})`);
+      const copies = c.replicas + (c.backup ? 1 : 0);
+      assert.equal(items.reduce((a, b) => a + b, 0), KEYS * copies, `the servers hold ${KEYS} × ${copies} items and nothing else (${items.join(' + ')})`);
 
       // The readers, configured with the same servers, find every key with its value.
       await nutcracker.start({ hash: c.hash, servers: specs });
@@ -129,7 +135,7 @@ for (const c of cases) {
       }
     } finally {
       await env?.teardown();
-      await Promise.all(servers.map((s) => s.stop()));
+      await Promise.all(all.map((s) => s.stop()));
     }
   });
 }

@@ -256,6 +256,7 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
       leave: async (c) => {
         c.stop();
         this.channelAborts.get(c)?.abort(new McreplError('CLOSED', `${c.address} left the data center`));
+        this.channelAborts.delete(c);
         await c.writer.close().catch(() => undefined);
         await this.lease.runFenced(FORGET_SERVER, [this.keys.servers(this.dc), this.keys.missed(this.dc, c.address), `${this.keys.missed(this.dc, c.address)}:bytes`], [c.address]);
       },
@@ -560,6 +561,8 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     // Copying uses the text (meta) protocol, which memcached turns off under SASL (-S): such a
     // server starts empty (flushed) and fills from new writes.
     if (this.config.memcached.username !== undefined) return Promise.resolve('none');
+    // A server that joins, flushed before it is placed: the change of servers copies its keys.
+    if (!this.channels.includes(target)) return Promise.resolve('alone');
     return warmFromPeers(target, this.channels, this.route, mayWait, {
       timeoutMs: this.config.memcached.timeoutMs * 5,
       fence: this.fence,

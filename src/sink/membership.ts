@@ -93,28 +93,41 @@ export class Membership {
     this.wanted = current;
   }
 
+  /** Resolved when the servers wanted change again (a move waiting for a server gives way). */
+  private superseded: { promise: Promise<void>; resolve: () => void } = Membership.signal();
+
+  private static signal(): { promise: Promise<void>; resolve: () => void } {
+    let resolve!: () => void;
+    const promise = new Promise<void>((r) => (resolve = r));
+    return { promise, resolve };
+  }
+
   /** Moves to `spec` (after any move under way); resolves once it is in place. */
   change(spec: PlacementSpec): Promise<void> {
     this.wanted = spec;
+    this.superseded.resolve();
+    this.superseded = Membership.signal();
     this.chain = this.chain.then(() => this.reconcile());
     return this.chain;
   }
 
   /** Finishes a step 5 a previous worker left undone (its progress said `cleaning`). */
   resumeCleanup(progress: MigrationProgress): Promise<void> {
-    this.chain = this.chain.then(async () => {
-      for (;;) {
-        try {
-          await this.cleanup(progress, progress.from.filter((s) => !this.host.placement().route.servers.includes(s)));
-          return;
-        } catch (err) {
-          if (this.host.signal.aborted) return;
-          this.host.logger.warn({ err: errorMessage(err) }, 'could not finish the last change of servers; retrying');
-          await sleep(2_000, this.host.signal).catch(() => undefined);
-        }
-      }
-    });
+    this.chain = this.chain.then(() => this.cleanupUntilDone(progress, progress.from.filter((s) => !this.host.placement().route.servers.includes(s))));
     return this.chain;
+  }
+
+  private async cleanupUntilDone(progress: MigrationProgress, gone: string[], old: readonly ServerChannel[] = []): Promise<void> {
+    for (;;) {
+      try {
+        await this.cleanup(progress, gone, old);
+        return;
+      } catch (err) {
+        if (this.host.signal.aborted) return;
+        this.host.logger.warn({ err: errorMessage(err) }, 'could not delete what no longer belongs where it is, after a change of servers; retrying');
+        await sleep(2_000, this.host.signal).catch(() => undefined);
+      }
+    }
   }
 
   private async reconcile(): Promise<void> {
@@ -146,22 +159,30 @@ export class Membership {
     logger.info({ from: describeSpec(this.current), to: describeSpec(toSpec) }, 'the servers changed: moving keys to their new servers');
     await this.save(progress, true);
 
-    // 1. Servers that join.
     const byAddress = new Map(from.channels.map((c) => [c.address, c]));
-    for (const address of to.servers) {
-      if (byAddress.has(address)) continue;
-      byAddress.set(address, await this.host.join(address));
-    }
-    const joined = to.servers.filter((a) => !from.route.servers.includes(a)).map((a) => byAddress.get(a)!);
-    await Promise.all(joined.map((c) => c.whenHealthy()));
-
-    // 2. Writes to both placements.
-    const migration = new MigrationRoute(from.route, to);
+    const joined: ServerChannel[] = [];
     const deleted = new Set<string>();
-    this.host.watchOps((ops) => {
-      for (const op of ops) if (op.kind === 'delete') deleted.add(op.key.toString('latin1'));
-    });
     try {
+      // 1. Servers that join.
+      for (const address of to.servers) {
+        if (byAddress.has(address)) continue;
+        const c = await this.host.join(address);
+        byAddress.set(address, c);
+        joined.push(c);
+      }
+      // A server that never answers holds the move up until the servers wanted change again.
+      const superseded = this.superseded.promise.then(() => {
+        throw new Error('the servers wanted changed again before the new ones answered');
+      });
+      superseded.catch(() => undefined);
+      for (const c of joined) if (c.health !== 'healthy') logger.info({ server: c.address }, 'waiting for a server that joins to answer');
+      await Promise.race([Promise.all(joined.map((c) => c.whenHealthy())), superseded]);
+
+      // 2. Writes to both placements.
+      const migration = new MigrationRoute(from.route, to);
+      this.host.watchOps((ops) => {
+        for (const op of ops) if (op.kind === 'delete') deleted.add(op.key.toString('latin1'));
+      });
       await this.host.setPlacement({ channels: migration.servers.map((a) => byAddress.get(a)!), route: migration });
 
       // 3. Copy what moves.
@@ -172,15 +193,25 @@ export class Membership {
 
       // 4. The new placement.
       await this.host.setPlacement({ channels: to.servers.map((a) => byAddress.get(a)!), route: to });
-    } finally {
       this.host.watchOps(undefined);
+      await this.host.saveSpec(toSpec);
+    } catch (err) {
+      // Back to the old placement; the servers that joined go again (the next attempt flushes
+      // them anew, and copies again).
+      this.host.watchOps(undefined);
+      progress.phase = 'failed';
+      progress.error = errorMessage(err);
+      await this.save(progress, true).catch(() => undefined);
+      await this.host.setPlacement(from);
+      for (const c of joined) await this.host.leave(c).catch(() => undefined);
+      throw err;
     }
-    await this.host.saveSpec(toSpec);
+    this.current = toSpec;
     progress.phase = 'cleaning';
     await this.save(progress, true);
 
-    // 5. Nothing where it no longer belongs.
-    await this.cleanup(progress, from.route.servers.filter((a) => !to.servers.includes(a)), from.channels);
+    // 5. Nothing where it no longer belongs (tried until it is done).
+    await this.cleanupUntilDone(progress, from.route.servers.filter((a) => !to.servers.includes(a)), from.channels);
   }
 
   /** Copies the keys `source` (server `i` of `from`) is the first healthy holder of to their new servers. */

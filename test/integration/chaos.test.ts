@@ -63,8 +63,8 @@ test('a short chaos run over two sites (a replica across a WAN link for west) in
   // The replica stood still: west's tailer read the primary meanwhile (or the run reports a PROBLEM).
   assert.match(out.text, /^ +[\d.]+s  replica-stop .* west's tailer read the primary after [\d.]+ s and went on/m);
   assert.match(out.text, /^ +[\d.]+s  wan-cut .* carried nothing for [\d.]+ s, then healed$/m);
-  assert.match(out.text, /checker self-test: a stale value planted on one server was found; a key planted on a server it does not belong on was found/);
-  assert.match(out.text, /^checked \d+ keys on 5 servers: \d+ comparisons, [1-9]\d* values present/m);
+  assert.match(out.text, /checker self-test: a stale value planted on one server was found\n/);
+  assert.match(out.text, /^checked \d+ keys on 4 servers: \d+ comparisons, [1-9]\d* values present/m);
   assert.match(out.text, /^divergent keys: 0$/m);
   assert.match(out.text, /^pipeline problems: 0$/m);
 });

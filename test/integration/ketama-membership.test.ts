@@ -191,6 +191,21 @@ test('a fourth server added, then one removed, under writes (config reload): nut
   });
 });
 
+test('a change to a server that never answers waits for it, and gives way to the next change', { timeout: 240_000 }, async () => {
+  const servers = await Promise.all([0, 1, 2, 3].map(() => PrivateMemcached.create()));
+  const dead = `127.0.0.1:${await freePort()}:1`;
+  const specs = servers.map((s) => `${s.address}:1`);
+  const dcOf = (list: string[]) => datacenterSchema.parse({ routing: 'ketama', hash: 'fnv1a_64', servers: list });
+  await withRun(servers, { routing: 'ketama', hash: 'fnv1a_64', servers: specs.slice(0, 3) }, base + 66, async (r, east) => {
+    const stuck = east.reconfigure(dcOf([...specs.slice(0, 3), dead]));
+    const keys = new RedisKeys(r.env.prefix);
+    await waitFor(async () => (await r.env.redis.hget(keys.servers('east'), dead.slice(0, -2))) !== null, { timeoutMs: 10_000, message: 'the dead server joined (and is down)' });
+    await changeAndCheck(r, 'after a change that could not finish', specs, () => east.reconfigure(dcOf(specs)));
+    await stuck;
+    assert.equal(await r.env.redis.hget(keys.servers('east'), dead.slice(0, -2)), null, 'the server that never answered is forgotten');
+  });
+});
+
 test('the servers found through DNS (dnsmasq on loopback): a fourth address added to the name, then one removed, under writes', { timeout: 240_000 }, async () => {
   const port = await freePort();
   const servers = [2, 3, 4, 5].map((i) => new PrivateMemcached(port, `127.0.0.${i}`));

@@ -243,6 +243,7 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
       signal: this.abort.signal,
       fence: this.fence,
       timeoutMs: this.config.memcached.timeoutMs * 5,
+      canCopy: this.config.memcached.username === undefined,
       placement: () => this.applier.placementNow,
       setPlacement: (p) => this.applier.setPlacement(p),
       watchOps: (fn) => this.applier.watch(fn),

@@ -54,6 +54,12 @@ export interface MembershipHost {
   readonly signal: AbortSignal;
   readonly fence: Fence;
   readonly timeoutMs: number;
+  /**
+   * Keys can be listed and copied (the text protocol). Under SASL they cannot: the new servers
+   * take over without a copy (moved keys are missing until written again) and only servers that
+   * left are flushed.
+   */
+  readonly canCopy: boolean;
   placement(): Placement;
   setPlacement(p: Placement): Promise<void>;
   /** Sees every op written while a migration copies (see OpApplier.watch). */
@@ -153,6 +159,9 @@ export class Membership {
 
   private async migrate(toSpec: PlacementSpec): Promise<void> {
     const { logger } = this.host;
+    // Taken before anything is awaited: a change that comes while this one waits for a server
+    // must be seen.
+    const changedAgain = this.superseded.promise;
     const from = this.host.placement();
     const to = createRoute(toSpec);
     const progress: MigrationProgress = { from: [...from.route.servers], to: [...to.servers], phase: 'copying', startedAt: new Date().toISOString(), scanned: 0, copied: 0, deleted: 0 };
@@ -171,7 +180,7 @@ export class Membership {
         joined.push(c);
       }
       // A server that never answers holds the move up until the servers wanted change again.
-      const superseded = this.superseded.promise.then(() => {
+      const superseded = changedAgain.then(() => {
         throw new Error('the servers wanted changed again before the new ones answered');
       });
       superseded.catch(() => undefined);
@@ -186,8 +195,9 @@ export class Membership {
       await this.host.setPlacement({ channels: migration.servers.map((a) => byAddress.get(a)!), route: migration });
 
       // 3. Copy what moves.
+      if (!this.host.canCopy) logger.warn('keys cannot be listed under SASL: the new servers take over without a copy, and moved keys are missing until written again');
       for (const [i, source] of from.channels.entries()) {
-        if (source.health !== 'healthy') continue;
+        if (source.health !== 'healthy' || !this.host.canCopy) continue;
         await this.copyFrom(source, i, from, to, byAddress, deleted, progress);
       }
 
@@ -265,7 +275,7 @@ export class Membership {
   private async cleanup(progress: MigrationProgress, gone: string[], old: readonly ServerChannel[] = []): Promise<void> {
     const { channels, route } = this.host.placement();
     for (const [i, c] of channels.entries()) {
-      if (c.health !== 'healthy') continue;
+      if (c.health !== 'healthy' || !this.host.canCopy) continue;
       await MetaClient.eachKey(c.address, this.host.timeoutMs, COPY_BATCH, async (keys) => {
         this.host.signal.throwIfAborted();
         const foreign = keys.filter((k) => !route.holds(i, k));

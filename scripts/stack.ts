@@ -164,6 +164,13 @@ export function ensureReaders(): void {
   ensurePackages(READERS);
 }
 
+/** Prometheus and promtool, for the metrics test (the binaries: no service is started). */
+const MONITORING = [{ bin: ['/usr/bin/prometheus', '/usr/bin/promtool'], pkg: 'prometheus' }];
+
+export function ensureMonitoring(): void {
+  ensurePackages(MONITORING);
+}
+
 export function ensurePackages(required = REQUIRED): void {
   const missing = required.filter((r) => !r.bin.every((b) => fs.existsSync(b))).map((r) => r.pkg);
   if (missing.length === 0) return;

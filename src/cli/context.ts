@@ -19,6 +19,7 @@ export const EXIT = {
 export interface GlobalOptions {
   config?: string;
   logLevel?: string;
+  metricsPort?: number;
   site?: string;
 }
 
@@ -35,7 +36,7 @@ export interface Context {
  * result (status, flush, schema) log to stderr so their output stays clean.
  */
 export function context(opts: GlobalOptions, component: string, logToStderr = false): Context {
-  const load = () => loadConfig({ ...(opts.config ? { file: opts.config } : {}), overrides: { 'log.level': opts.logLevel, site: opts.site } });
+  const load = () => loadConfig({ ...(opts.config ? { file: opts.config } : {}), overrides: { 'log.level': opts.logLevel, site: opts.site, 'metrics.port': opts.metricsPort } });
   const { config, file } = load();
   const logger = createLogger({ level: config.log.level, name: component, stderr: logToStderr });
   return { config, ...(file ? { configFile: file } : {}), logger, reload: () => load().config };

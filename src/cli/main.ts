@@ -25,6 +25,11 @@ program
   .description('Replicate cache writes from MySQL into memcached in every data center.')
   .option('-c, --config <file>', 'config file (YAML or JSON); default $MCREPL_CONFIG, then ./mcrepl.yaml')
   .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+  .option('--metrics-port <port>', 'serve Prometheus metrics, /healthz and /readyz on this port (run, tailer, worker; metrics.port in the config)', (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1 || n > 65535) throw new InvalidArgumentError('expected a port number (1-65535)');
+    return n;
+  })
   .option('--site <name>', "the site this process serves, with 'sites' in the config (tailer and run; a worker finds its data center's)")
   .showHelpAfterError()
   // Set before the subcommands are added, so they inherit it: usage errors exit 2.

@@ -415,6 +415,17 @@ export const configSchema = z
         heapGrowingPercent: z.number().int().min(0).max(1000).default(30),
       })
       .prefault({}),
+    /**
+     * Prometheus metrics, `/healthz` and `/readyz` over HTTP, served by each daemon (run,
+     * tailer, worker). Off unless `port` is set (or --metrics-port).
+     */
+    metrics: z
+      .strictObject({
+        port: port.optional(),
+        /** The address to listen on; 0.0.0.0 for a scraper on another host. */
+        host: z.string().min(1).default('127.0.0.1'),
+      })
+      .prefault({}),
     log: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -4,6 +4,7 @@
  * running total counts every one ever recorded.
  */
 import type { Redis } from 'ioredis';
+import { deadLetters as deadLetterCount } from '../observability/metrics.js';
 import type { RedisKeys } from './redis-keys.js';
 
 export interface DeadLetter {
@@ -32,6 +33,7 @@ export class DeadLetterStore {
 
   async add(entries: readonly DeadLetter[]): Promise<void> {
     if (entries.length === 0) return;
+    for (const e of entries) deadLetterCount.inc({ stage: e.stage, dc: e.dc ?? '' });
     await this.redis
       .multi()
       .lpush(this.keys.deadLetters, ...entries.map((e) => JSON.stringify(e)))

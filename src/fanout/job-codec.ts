@@ -41,6 +41,8 @@ export interface JobData {
    * does not apply: its keys are deleted instead, as for any bad row).
    */
   x?: 1;
+  /** When the tailer read the oldest transaction of the job (ms since the epoch): where its apply lag starts. */
+  ts?: number;
 }
 
 /** A job to add to one partition's queue of every data center (or of `dcs` only). */

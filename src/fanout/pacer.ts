@@ -28,6 +28,8 @@ export interface PacedJob {
   partition: number;
   dcs: readonly string[];
   ops: Op[];
+  /** When the tailer read the oldest of them (ms): the start of their apply lag. */
+  readAt?: number;
 }
 
 export interface PacerLimits {
@@ -44,6 +46,8 @@ interface Held {
   since: number;
   /** Number of the oldest batch they come from. */
   firstBatch: number;
+  /** When the tailer read the oldest of them (ms). */
+  readAt: number;
 }
 
 /** Jobs waiting in each (data center, partition) queue: `waiting(dc, partition)`. */
@@ -90,9 +94,10 @@ export class Pacer {
       if (p < partitions && batch!.ops[p]!.length > 0) continue;
       if (force || this.mayRelease(h, waiting(dc, p), now)) {
         this.held.delete(slot);
-        jobs.push({ partition: p, dcs: [dc], ops: h.ops });
+        jobs.push({ partition: p, dcs: [dc], ops: h.ops, readAt: h.readAt });
       }
     }
+    const readAt = batch?.firstOpAt || now;
     for (let p = 0; p < partitions; p++) {
       const ops = batch!.ops[p]!;
       if (ops.length === 0) continue;
@@ -105,19 +110,19 @@ export class Pacer {
           shared.push(dc);
           continue;
         }
-        const next: Held = h ?? { ops: [], bytes: 0, since: now, firstBatch: batchNo };
+        const next: Held = h ?? { ops: [], bytes: 0, since: now, firstBatch: batchNo, readAt };
         for (const op of ops) {
           next.ops.push(op);
           next.bytes += encodedSize(op);
         }
         if (force || this.mayRelease(next, queued, now)) {
           this.held.delete(slot);
-          jobs.push({ partition: p, dcs: [dc], ops: next.ops });
+          jobs.push({ partition: p, dcs: [dc], ops: next.ops, readAt: next.readAt });
         } else {
           this.held.set(slot, next);
         }
       }
-      if (shared.length > 0) jobs.push({ partition: p, dcs: shared, ops });
+      if (shared.length > 0) jobs.push({ partition: p, dcs: shared, ops, readAt });
     }
     return jobs;
   }

@@ -143,20 +143,20 @@ export class FanoutProducer {
   private pack(epoch: string, planned: readonly PacedJob[], payloadsOnly: boolean): { jobs: JobRef[]; stored: Promise<unknown>[] } {
     const jobs: JobRef[] = [];
     const stored: Promise<unknown>[] = [];
-    for (const { partition, dcs, ops: all } of planned) {
+    for (const { partition, dcs, ops: all, readAt } of planned) {
       if (all.length === 0 || dcs.length === 0) continue;
       const ops = coalesce(all);
       const packed = encodeOps(ops);
       const only = dcs.length === this.datacenters.length ? {} : { dcs };
       if (!payloadsOnly && packed.length <= (dcs.length === 1 ? SOLO_INLINE_MAX_BYTES : INLINE_MAX_BYTES)) {
         // Small (live traffic): inline, which saves a round trip on each side.
-        jobs.push({ partition, data: { ...encodeJob(epoch, ops, packed), c: 1 }, ...only });
+        jobs.push({ partition, data: { ...encodeJob(epoch, ops, packed), c: 1, ...(readAt ? { ts: readAt } : {}) }, ...only });
         continue;
       }
       const id = payloadId(epoch, partition, ops);
       // Pipelined on the connection; no MULTI, which would copy every payload once more.
       stored.push(this.redis.hset(this.keys.payload(id), 'd', packed, ...dcs.flatMap((dc) => [dc, '1'])));
-      jobs.push({ partition, data: { ...encodeJobRef(epoch, id, ops), c: 1 }, ...only });
+      jobs.push({ partition, data: { ...encodeJobRef(epoch, id, ops), c: 1, ...(readAt ? { ts: readAt } : {}) }, ...only });
     }
     return { jobs, stored };
   }

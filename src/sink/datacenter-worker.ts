@@ -38,6 +38,9 @@ import { Rewarmer, warmFromPeers } from './warm-copy.js';
 import { DnsPool } from './discovery.js';
 import { Membership, samePlacement, type MembershipHost, type MigrationProgress } from './membership.js';
 import { Ejections } from './ejections.js';
+import { applyLag, addCollector, leaseHeld, queueJobs, serverUp } from '../observability/metrics.js';
+import { datacenterDepth } from '../fanout/topology.js';
+import { CountingWriter } from './counting-writer.js';
 import { deleteForeignKeys } from './foreign-keys.js';
 
 export type WorkerState = LifecycleState;
@@ -106,6 +109,8 @@ interface Watermark {
 export interface DatacenterWorkerOptions {
   logger: Logger;
   writerFactory?: WriterFactory;
+  /** The site it belongs to (metrics). */
+  site?: string;
 }
 
 export interface DatacenterWorkerEvents {
@@ -127,6 +132,8 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
   private readonly fence = (): void => this.lease.check();
   private readonly deadLetters: DeadLetterStore;
   private readonly factory: WriterFactory;
+  private readonly site: string;
+  private readonly stopCollecting: () => void;
   /** Each server's own stop (it may leave the data center before the worker stops). */
   private readonly channelAborts = new Map<ServerChannel, AbortController>();
   /** ketama with ejectDeletes: the servers readers may have ejected. */
@@ -175,7 +182,17 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     this.lease = new Lease(this.redis, this.keys.workerLease(dc), config.worker.leaseTtlMs, this.logger);
     this.lease.on('lost', (err) => this.fail(err));
     this.deadLetters = new DeadLetterStore(this.redis, this.keys, config.deadLetters.maxEntries);
-    this.factory = opts.writerFactory ?? writerFactoryFor(config.memcached.writer, config.memcached.username);
+    const factory = opts.writerFactory ?? writerFactoryFor(config.memcached.writer, config.memcached.username);
+    // Every op a server takes is counted (mcrepl_ops_applied_total).
+    this.factory = (address, o) => new CountingWriter(factory(address, o), dc);
+    this.site = opts.site ?? config.site ?? 'default';
+    this.stopCollecting = addCollector(async () => {
+      this.channels.forEach((c) => serverUp.set({ dc, server: c.address }, c.health === 'healthy' ? 1 : 0));
+      leaseHeld.set({ role: 'worker', name: dc }, this.lease.isHeld ? 1 : 0);
+      if (this.life.state !== 'running') return;
+      const depth = await datacenterDepth(this.redis, this.keys, dc, config.partitions);
+      for (const [state, n] of Object.entries(depth)) queueJobs.set({ dc, state }, n);
+    });
     this.spec = dcConfig;
     this.wanted = dcConfig;
     // A complete server back in service: any peer that is missing keys is warmed again from it.
@@ -502,6 +519,7 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     else recorded.catch((err: unknown) => !this.abort.signal.aborted && this.fail(err instanceof Error ? err : new Error(String(err))));
     if (advance) this.watermarks.set(p, { epoch, t: last! });
     for (const marker of markers) this.logger.debug({ partition: p, flushId: marker.flushId, nsId: marker.nsId }, 'flush marker applied');
+    if (fresh > 0 && typeof data.ts === 'number') applyLag.observe({ site: this.site, dc: this.dc }, Math.max(0, Date.now() - data.ts) / 1000);
     this.stats.jobs++;
     this.stats.ops += fresh;
     this.stats.skipped += data.n - fresh;
@@ -640,6 +658,7 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
   private async teardown(): Promise<void> {
     if (this.tornDown) return;
     this.tornDown = true;
+    this.stopCollecting();
     if (!this.abort.signal.aborted) this.abort.abort(new McreplError('CLOSED', 'worker closed'));
     await Promise.all(this.workers.map((w) => w.close(true).catch(() => undefined)));
     const all = [...this.channelAborts.keys()];

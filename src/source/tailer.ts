@@ -36,6 +36,8 @@ import { RedisCheckpointStore, describePosition, type Checkpoint, type Checkpoin
 import { assertPreflight, preflight } from './preflight.js';
 import { SourceChooser } from './source-chooser.js';
 import { currentBinlogPosition } from './position.js';
+import { transactionsBehind } from './source-lag.js';
+import { addCollector, checkpointAge, leaseHeld, sourceBehind, sourceLag } from '../observability/metrics.js';
 import { connectMysql } from '../registry/mysql.js';
 import { mysqlFor } from '../registry/accounts.js';
 import type { Connection } from 'mysql2/promise';
@@ -84,6 +86,19 @@ export interface TailerOptions {
    * server is `behindTransactions` or more behind it (0: never; src/source/source-chooser.ts).
    */
   fallback?: { primary: MysqlConfig; behindTransactions: number };
+  /** The site it serves (metrics). */
+  site?: string;
+}
+
+/** A connection (no database) within `ms`; one that completes after that is closed, not left open. */
+async function connectWithin(account: MysqlConfig, ms: number, what: string): Promise<Awaited<ReturnType<typeof connectMysql>>> {
+  const connecting = connectMysql(account, { database: false });
+  try {
+    return await withTimeout(connecting, ms, what);
+  } catch (err) {
+    void connecting.then((c) => c.destroy(), () => undefined);
+    throw err;
+  }
 }
 
 export class Tailer extends EventEmitter<TailerEvents> {
@@ -126,6 +141,9 @@ export class Tailer extends EventEmitter<TailerEvents> {
   private lastFlushAt = -Infinity;
   readonly stats: TailerStats = { transactions: 0, pauses: 0, ops: 0, jobs: 0, deadLetters: 0, batches: 0, stagedChunks: 0 };
   private fatalError: Error | undefined;
+  private readonly stopCollecting: () => void;
+  /** The head of the binlog the tailer reads, looked up at most every few seconds (metrics). */
+  private head: { at: number; position: Promise<Position | null> } | undefined;
 
   constructor(
     private readonly config: ResolvedConfig,
@@ -146,6 +164,18 @@ export class Tailer extends EventEmitter<TailerEvents> {
     this.pacer = new Pacer(this.datacenters, { maxOps: config.tailer.batchMaxOps, maxBytes: config.tailer.batchMaxBytes, maxHoldMs: config.tailer.holdMaxMs });
     this.deadLetters = new DeadLetterStore(this.redis, this.keys, config.deadLetters.maxEntries);
     this.batch = new Batch(config.partitions, 0);
+    const site = opts.site ?? config.site ?? 'default';
+    this.stopCollecting = addCollector(async () => {
+      leaseHeld.set({ role: 'tailer', name: site }, this.lease.isHeld ? 1 : 0);
+      const cp = this.stats.lastCheckpoint;
+      if (!this.lease.isHeld || !cp) return;
+      checkpointAge.set({ site }, Math.max(0, Date.now() - cp.savedAt) / 1000);
+      const head = await this.headPosition();
+      const behind = head ? transactionsBehind(head, cp.position) : null;
+      if (behind === null) return;
+      sourceBehind.set({ site }, behind);
+      sourceLag.set({ site }, behind === 0 || cp.sourceTimeSec === undefined ? 0 : Math.max(0, Date.now() / 1000 - cp.sourceTimeSec));
+    });
     this.listener = new BinlogListener({
       mysql: mysqlFor(config.mysql, 'tailer'),
       table: STORAGE_TABLE,
@@ -246,7 +276,7 @@ export class Tailer extends EventEmitter<TailerEvents> {
   /** The server_id of the primary (is the source the primary under another address?); undefined when it does not answer. */
   private async serverIdOf(primary: MysqlConfig): Promise<string | undefined> {
     try {
-      const conn = await withTimeout(connectMysql(mysqlFor(primary, 'tailer'), { database: false }), 5_000, 'connecting to the primary');
+      const conn = await connectWithin(mysqlFor(primary, 'tailer'), 5_000, 'connecting to the primary');
       try {
         const [rows] = await withTimeout(conn.query('SELECT @@server_id AS id'), 5_000, 'asking the primary its server_id');
         return String((rows as { id: unknown }[])[0]?.id);
@@ -605,6 +635,21 @@ export class Tailer extends EventEmitter<TailerEvents> {
     if (this.life.state === 'running') this.listener.start(cp.position);
   }
 
+  /** Where the binlog the tailer reads ends now (cached a few seconds; null if it cannot be asked). */
+  private headPosition(): Promise<Position | null> {
+    if (this.head && Date.now() - this.head.at < 5_000) return this.head.position;
+    const position = (async () => {
+      const conn = await connectWithin(mysqlFor(this.config.mysql, 'tailer'), 5_000, 'connecting to the source');
+      try {
+        return await withTimeout(currentBinlogPosition(conn), 5_000, "reading the source's binlog position");
+      } finally {
+        conn.destroy();
+      }
+    })().catch(() => null);
+    this.head = { at: Date.now(), position };
+    return position;
+  }
+
   private fail(err: Error): void {
     if (this.fatalError || this.life.state === 'stopped') return;
     this.fatalError = err;
@@ -637,6 +682,7 @@ export class Tailer extends EventEmitter<TailerEvents> {
   private async teardown(): Promise<void> {
     if (this.tornDown) return;
     this.tornDown = true;
+    this.stopCollecting();
     clearTimeout(this.lingerTimer);
     clearTimeout(this.checkpointTimer);
     await this.chooser?.stop();

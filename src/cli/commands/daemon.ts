@@ -10,11 +10,14 @@ import { errorMessage, McreplError } from '../../errors.js';
 import type { Logger } from '../../observability/logger.js';
 import { limitHeapGrowth } from '../../observability/memory.js';
 import type { ResolvedConfig } from '../../config/schema.js';
+import { startMetricsServer, type MetricsServer } from '../../observability/metrics-server.js';
 import { EXIT, reportError } from '../context.js';
 
 export interface Component extends EventEmitter {
   start(): Promise<void>;
   close(): Promise<void>;
+  /** Its lifecycle state, for /healthz and /readyz. */
+  readonly state?: string;
 }
 
 export interface ComponentSpec {
@@ -27,7 +30,7 @@ export interface ComponentSpec {
 
 const isPassing = (err: unknown) => err instanceof McreplError && err.retriable;
 
-export async function runDaemon(specs: ComponentSpec[], logger: Logger, opts: { heapGrowingPercent: number; reload?: () => ResolvedConfig }): Promise<number> {
+export async function runDaemon(specs: ComponentSpec[], logger: Logger, opts: { heapGrowingPercent: number; reload?: () => ResolvedConfig; metrics?: { host: string; port?: number | undefined } }): Promise<number> {
   limitHeapGrowth(opts.heapGrowingPercent);
   let stopping = false;
   let exitCode: number = EXIT.ok;
@@ -98,6 +101,13 @@ export async function runDaemon(specs: ComponentSpec[], logger: Logger, opts: { 
     }
   };
 
+  // Metrics and health over HTTP, from the start (a component still starting is not ready).
+  let server: MetricsServer | undefined;
+  if (opts.metrics?.port !== undefined) {
+    server = await startMetricsServer(opts.metrics.host, opts.metrics.port, () => slots.map((s) => ({ name: s.spec.name, state: s.current?.state ?? 'created' })));
+    logger.info({ host: opts.metrics.host, port: server.port }, 'metrics, /healthz and /readyz served over HTTP');
+  }
+
   // Workers first, so the tailer's first jobs find their consumers.
   for (const slot of slots) {
     if (stopping) break;
@@ -105,6 +115,7 @@ export async function runDaemon(specs: ComponentSpec[], logger: Logger, opts: { 
   }
   if (!stopping) logger.info({ components: specs.map((s) => s.name) }, 'mcrepl ready');
   await done;
+  await server?.close();
   logger.info({ exitCode }, 'stopped');
   return exitCode;
 }

@@ -22,7 +22,7 @@ function workersFor(ctx: Context, dcs: string[]): ComponentSpec[] {
     let config = site.config;
     return {
       name: named(ctx, site, `worker ${dc}`),
-      create: () => new DatacenterWorker(config, dc, { logger }),
+      create: () => new DatacenterWorker(config, dc, { logger, site: site.name }),
       reload: (all, running) => {
         const next = siteOfDatacenter(all, dc).config;
         const servers = next.datacenters[dc];
@@ -49,7 +49,7 @@ function tailer(ctx: Context, site: Site, resetCheckpoint: boolean): ComponentSp
       // the binlog of its site's source.
       const t = new Tailer(
         { ...site.config, mysql: site.source },
-        { logger: logger.child({ c: 'tailer' }), resetCheckpoint: resetCheckpoint && attempt === 0, replicaSource: site.fallback !== undefined, ...(site.fallback ? { fallback: site.fallback } : {}) },
+        { logger: logger.child({ c: 'tailer' }), site: site.name, resetCheckpoint: resetCheckpoint && attempt === 0, replicaSource: site.fallback !== undefined, ...(site.fallback ? { fallback: site.fallback } : {}) },
       );
       // The active tailer (of one site) also removes expired keys from the registry, on the
       // primary (decision 0018).
@@ -59,7 +59,7 @@ function tailer(ctx: Context, site: Site, resetCheckpoint: boolean): ComponentSp
   };
 }
 
-const daemon = (ctx: Context, specs: ComponentSpec[]) => runDaemon(specs, ctx.logger, { heapGrowingPercent: ctx.config.memory.heapGrowingPercent, reload: ctx.reload });
+const daemon = (ctx: Context, specs: ComponentSpec[]) => runDaemon(specs, ctx.logger, { heapGrowingPercent: ctx.config.memory.heapGrowingPercent, reload: ctx.reload, metrics: ctx.config.metrics });
 
 export function runAll(ctx: Context, opts: { resetCheckpoint?: boolean }): Promise<number> {
   const sites = selectSites(ctx.config, 'mcrepl run', true);

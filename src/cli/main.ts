@@ -10,6 +10,7 @@ import { flush } from './commands/flush.js';
 import { runAll, runTailer, runWorkers } from './commands/pipeline.js';
 import { schemaInstall } from './commands/schema.js';
 import { status } from './commands/status.js';
+import { verifyCommand, type VerifyCliOptions } from './commands/verify.js';
 
 const program = new Command();
 
@@ -89,6 +90,20 @@ program
   .description('the Redis server in use, checkpoint, active tailer and worker groups, per-data-center queue depth, dead letters')
   .option('--json', 'machine-readable output')
   .action((opts: { json?: boolean }) => run(() => status(context(globals(), 'status', true), opts)));
+
+program
+  .command('verify')
+  .description('compare every server of every data center with the key registry (missing keys, wrong values, keys that should be gone); exit 1 if any differ')
+  .argument('[namespace]', 'only this namespace (name or ns_id)')
+  .option('--sample <n>', 'check n keys of the registry at random instead of all (and do not list the servers\' keys)', (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number greater than 0');
+    return n;
+  })
+  .option('--all', 'every key of the registry, and every key each server holds (the default)')
+  .option('--repair', 'copy a missing value from a server that holds it with the right digest; delete anything else wrong (readers fill it again)')
+  .option('--json', 'machine-readable output')
+  .action((namespace: string | undefined, opts: VerifyCliOptions) => run(() => verifyCommand(context(globals(), 'verify', true), namespace, opts)));
 
 const schema = program.command('schema').description('manage the SQL surface (tables, trigger, procedures)');
 schema

@@ -582,6 +582,14 @@ export class MetaClient {
     if (failed) throw new Error(`ms (add) failed: ${failed.error}`);
   }
 
+  /** Deletes each key (a missing one is fine). */
+  async deleteKeys(keys: readonly Buffer[]): Promise<void> {
+    if (keys.length === 0) return;
+    const outcomes = await this.conn.batch(encodeWrites(keys.map((key) => ({ kind: 'delete' as const, key }))), keys.length, writeReply(this.address), undefined, OK);
+    const failed = outcomes.find((o): o is Extract<WriteOutcome, { ok: false }> => !o.ok);
+    if (failed) throw new Error(`md failed: ${failed.error}`);
+  }
+
   close(): void {
     this.conn.close();
   }

@@ -11,6 +11,7 @@ import { runAll, runTailer, runWorkers } from './commands/pipeline.js';
 import { schemaInstall } from './commands/schema.js';
 import { status } from './commands/status.js';
 import { verifyCommand, type VerifyCliOptions } from './commands/verify.js';
+import { deadLettersCommand } from './commands/dead-letters.js';
 
 const program = new Command();
 
@@ -104,6 +105,31 @@ program
   .option('--repair', 'copy a missing value from a server that holds it with the right digest; delete anything else wrong (readers fill it again)')
   .option('--json', 'machine-readable output')
   .action((namespace: string | undefined, opts: VerifyCliOptions) => run(() => verifyCommand(context(globals(), 'verify', true), namespace, opts)));
+
+const dead = program.command('dead-letters').description('ops that could not be applied, kept with the reason: list, show, retry, purge');
+dead
+  .command('list')
+  .description('the dead letters kept, newest first')
+  .option('--limit <n>', 'at most this many', (v: string) => Number.parseInt(v, 10))
+  .option('--json', 'machine-readable output')
+  .action((opts: { json?: boolean; limit?: number }) => run(() => deadLettersCommand(context(globals(), 'dead-letters', true), 'list', [], opts)));
+dead
+  .command('show')
+  .description('one dead letter in full')
+  .argument('<id>', 'its id (mcrepl dead-letters list)')
+  .action((id: string) => run(() => deadLettersCommand(context(globals(), 'dead-letters', true), 'show', [id], {})));
+dead
+  .command('retry')
+  .description('write refused ops again where they can be rebuilt and are still the latest (says why not otherwise); retried ones are removed')
+  .argument('<id...>', 'their ids')
+  .option('--json', 'machine-readable output')
+  .action((ids: string[], opts: { json?: boolean }) => run(() => deadLettersCommand(context(globals(), 'dead-letters', true), 'retry', ids, opts)));
+dead
+  .command('purge')
+  .description('remove these dead letters, or all of them (the running total stays)')
+  .argument('[id...]', 'their ids; none: all')
+  .option('--json', 'machine-readable output')
+  .action((ids: string[], opts: { json?: boolean }) => run(() => deadLettersCommand(context(globals(), 'dead-letters', true), 'purge', ids, opts)));
 
 const schema = program.command('schema').description('manage the SQL surface (tables, trigger, procedures)');
 schema

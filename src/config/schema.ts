@@ -402,6 +402,11 @@ export const configSchema = z
       .strictObject({
         /** Most recent dead letters kept in Redis (older ones are dropped, but still counted). */
         maxEntries: positiveInt.default(10_000),
+        /**
+         * A refused set's value is kept with its dead letter when it is this size or smaller, so
+         * that `mcrepl dead-letters retry` can write it once the cause is fixed (0: never).
+         */
+        keepValueBytes: nonNegativeInt.default(65_536),
       })
       .prefault({}),
     memory: z

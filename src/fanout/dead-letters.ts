@@ -22,7 +22,29 @@ export interface DeadLetter {
   source?: string;
   /** What was done instead, e.g. the key deleted so that no server keeps an older value. */
   action?: string;
+  /** Its number in this Redis (given when recorded; entries from before numbering have none). */
+  id?: number;
+  /**
+   * What a retry needs (a worker's refused op): the op with its key's bytes (hex) and, for a set,
+   * its value (base64) when it was small enough to keep (`valueBytes` says how big it was).
+   */
+  retry?: { kind: 'set' | 'delete'; nsId: number; key: string; value?: string; valueBytes?: number; expiresAt?: number };
 }
+
+/**
+ * KEYS[1] the list, KEYS[2] the running total; ARGV[1] entries kept, ARGV[2..] entries (JSON,
+ * numbered here: the total before them + 1, ...). Returns the last number given.
+ */
+const ADD = `
+local n = redis.call('INCRBY', KEYS[2], #ARGV - 1)
+local first = n - (#ARGV - 1) + 1
+for i = 2, #ARGV do
+  local e = cjson.decode(ARGV[i])
+  e['id'] = first + i - 2
+  redis.call('LPUSH', KEYS[1], cjson.encode(e))
+end
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+return n`;
 
 export class DeadLetterStore {
   constructor(
@@ -31,15 +53,37 @@ export class DeadLetterStore {
     private readonly maxEntries: number,
   ) {}
 
+  /** Records entries, numbering them (the running total doubles as the last number given). */
   async add(entries: readonly DeadLetter[]): Promise<void> {
     if (entries.length === 0) return;
     for (const e of entries) deadLetterCount.inc({ stage: e.stage, dc: e.dc ?? '' });
-    await this.redis
-      .multi()
-      .lpush(this.keys.deadLetters, ...entries.map((e) => JSON.stringify(e)))
-      .ltrim(this.keys.deadLetters, 0, this.maxEntries - 1)
-      .incrby(this.keys.deadLetterCount, entries.length)
-      .exec();
+    await this.redis.eval(ADD, 2, this.keys.deadLetters, this.keys.deadLetterCount, String(this.maxEntries), ...entries.map((e) => JSON.stringify(e)));
+  }
+
+  /** Entries, newest first (at most `limit`). */
+  async list(limit = this.maxEntries): Promise<DeadLetter[]> {
+    return this.recent(limit);
+  }
+
+  async get(id: number): Promise<DeadLetter | undefined> {
+    return (await this.list()).find((e) => e.id === id);
+  }
+
+  /** Removes the entries with these numbers; how many were there. */
+  async remove(ids: readonly number[]): Promise<number> {
+    const want = new Set(ids);
+    let removed = 0;
+    for (const raw of await this.redis.lrange(this.keys.deadLetters, 0, -1)) {
+      const e = JSON.parse(raw) as DeadLetter;
+      if (e.id !== undefined && want.has(e.id)) removed += await this.redis.lrem(this.keys.deadLetters, 1, raw);
+    }
+    return removed;
+  }
+
+  /** Removes every entry kept (the running total stays); how many there were. */
+  async purge(): Promise<number> {
+    const [[, n]] = (await this.redis.multi().llen(this.keys.deadLetters).del(this.keys.deadLetters).exec()) as [[unknown, number]];
+    return n;
   }
 
   async count(): Promise<number> {

@@ -619,6 +619,14 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
             reason: r.reason,
             ...(r.keyDeleted ? { action: 'key deleted on this server instead' } : {}),
             op: { op: r.op.kind, nsId: r.op.nsId, key: printableKey(r.op.key), keyBytes: r.op.key.length, ...(r.op.kind === 'set' ? { valueBytes: r.op.value.length } : {}) },
+            retry: {
+              kind: r.op.kind,
+              nsId: r.op.nsId,
+              key: r.op.key.toString('hex'),
+              ...(r.op.kind === 'set'
+                ? { valueBytes: r.op.value.length, expiresAt: r.op.expiresAt, ...(r.op.value.length <= this.config.deadLetters.keepValueBytes ? { value: r.op.value.toString('base64') } : {}) }
+                : {}),
+            },
           })),
         );
         return;

@@ -4,7 +4,8 @@
  * stands by for its lease), both as JSON listing the components and their states.
  */
 import http from 'node:http';
-import { contentType, scrape } from './metrics.js';
+import { contentType, localSummary, scrape } from './metrics.js';
+import { STATUS_PAGE } from './status-page.js';
 
 export interface ComponentHealth {
   name: string;
@@ -17,7 +18,7 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-export async function startMetricsServer(host: string, port: number, components: () => ComponentHealth[]): Promise<MetricsServer> {
+export async function startMetricsServer(host: string, port: number, components: () => ComponentHealth[], status?: () => Promise<unknown>): Promise<MetricsServer> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     const json = (code: number, body: unknown) => {
@@ -35,6 +36,18 @@ export async function startMetricsServer(host: string, port: number, components:
       );
       return;
     }
+    if (path === '/' && status) {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(STATUS_PAGE);
+      return;
+    }
+    if (path === '/status.json' && status) {
+      Promise.all([status(), localSummary()]).then(
+        ([s, local]) => json(200, { status: s, local }),
+        (err: unknown) => json(500, { error: String(err) }),
+      );
+      return;
+    }
     const list = components();
     if (path === '/healthz') {
       const failed = list.filter((c) => c.state === 'failed');
@@ -44,7 +57,7 @@ export async function startMetricsServer(host: string, port: number, components:
       const ready = list.length > 0 && list.every((c) => c.state === 'running' || c.state === 'waiting-for-lease');
       return json(ready ? 200 : 503, { status: ready ? 'ready' : 'not ready', components: list });
     }
-    json(404, { error: 'not found', paths: ['/metrics', '/healthz', '/readyz'] });
+    json(404, { error: 'not found', paths: ['/metrics', '/healthz', '/readyz', ...(status ? ['/', '/status.json'] : [])] });
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

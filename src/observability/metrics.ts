@@ -102,3 +102,38 @@ export async function scrape(): Promise<string> {
 }
 
 export const contentType = registry.contentType;
+
+export interface LocalSummary {
+  opsApplied: number;
+  /** Jobs whose apply lag this process measured, and its quantiles (a bucket's upper bound). */
+  lagCount: number;
+  lagP50: number | null;
+  lagP99: number | null;
+}
+
+/** What this process measured, per data center (for the status page). */
+export async function localSummary(): Promise<Record<string, LocalSummary>> {
+  const out: Record<string, LocalSummary> = {};
+  const of = (dc: string) => (out[dc] ??= { opsApplied: 0, lagCount: 0, lagP50: null, lagP99: null });
+  for (const v of (await opsApplied.get()).values) of(String(v.labels.dc)).opsApplied += v.value;
+  const buckets = new Map<string, { le: number; count: number }[]>();
+  for (const v of (await applyLag.get()).values) {
+    if (v.metricName !== 'mcrepl_apply_lag_seconds_bucket') continue;
+    const dc = String(v.labels.dc);
+    const raw = (v.labels as Record<string, string | number | undefined>).le;
+    const le = raw === '+Inf' ? Infinity : Number(raw);
+    (buckets.get(dc) ?? buckets.set(dc, []).get(dc)!).push({ le, count: v.value });
+  }
+  for (const [dc, list] of buckets) {
+    list.sort((a, b) => a.le - b.le);
+    const total = list.at(-1)?.count ?? 0;
+    const s = of(dc);
+    s.lagCount = total;
+    const q = (p: number) => list.find((b) => b.count >= p * total)?.le ?? null;
+    if (total > 0) {
+      s.lagP50 = q(0.5);
+      s.lagP99 = q(0.99);
+    }
+  }
+  return out;
+}

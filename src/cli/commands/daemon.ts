@@ -30,7 +30,7 @@ export interface ComponentSpec {
 
 const isPassing = (err: unknown) => err instanceof McreplError && err.retriable;
 
-export async function runDaemon(specs: ComponentSpec[], logger: Logger, opts: { heapGrowingPercent: number; reload?: () => ResolvedConfig; metrics?: { host: string; port?: number | undefined } }): Promise<number> {
+export async function runDaemon(specs: ComponentSpec[], logger: Logger, opts: { heapGrowingPercent: number; reload?: () => ResolvedConfig; metrics?: { host: string; port?: number | undefined }; status?: () => Promise<unknown> }): Promise<number> {
   limitHeapGrowth(opts.heapGrowingPercent);
   let stopping = false;
   let exitCode: number = EXIT.ok;
@@ -104,7 +104,7 @@ export async function runDaemon(specs: ComponentSpec[], logger: Logger, opts: { 
   // Metrics and health over HTTP, from the start (a component still starting is not ready).
   let server: MetricsServer | undefined;
   if (opts.metrics?.port !== undefined) {
-    server = await startMetricsServer(opts.metrics.host, opts.metrics.port, () => slots.map((s) => ({ name: s.spec.name, state: s.current?.state ?? 'created' })));
+    server = await startMetricsServer(opts.metrics.host, opts.metrics.port, () => slots.map((s) => ({ name: s.spec.name, state: s.current?.state ?? 'created' })), opts.status);
     logger.info({ host: opts.metrics.host, port: server.port }, 'metrics, /healthz and /readyz served over HTTP');
   }
 

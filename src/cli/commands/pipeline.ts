@@ -7,6 +7,7 @@ import { DatacenterWorker } from '../../sink/datacenter-worker.js';
 import { Tailer } from '../../source/tailer.js';
 import type { Context } from '../context.js';
 import { runDaemon, type ComponentSpec } from './daemon.js';
+import { statusJson } from './status.js';
 
 /** A component's name, with its site's when there are several. */
 const named = (ctx: Context, site: Site, what: string) => (ctx.config.sites ? `${what} (site ${site.name})` : what);
@@ -59,7 +60,7 @@ function tailer(ctx: Context, site: Site, resetCheckpoint: boolean): ComponentSp
   };
 }
 
-const daemon = (ctx: Context, specs: ComponentSpec[]) => runDaemon(specs, ctx.logger, { heapGrowingPercent: ctx.config.memory.heapGrowingPercent, reload: ctx.reload, metrics: ctx.config.metrics });
+const daemon = (ctx: Context, specs: ComponentSpec[]) => runDaemon(specs, ctx.logger, { heapGrowingPercent: ctx.config.memory.heapGrowingPercent, reload: ctx.reload, metrics: ctx.config.metrics, status: () => statusJson(ctx) });
 
 export function runAll(ctx: Context, opts: { resetCheckpoint?: boolean }): Promise<number> {
   const sites = selectSites(ctx.config, 'mcrepl run', true);

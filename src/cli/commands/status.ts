@@ -181,6 +181,12 @@ function formatBytes(n: number): string {
   return `${(n / 1024 / 1024).toFixed(1)} MB`;
 }
 
+/** What `mcrepl status --json` prints: the one site's report, or with `sites`, one per site. */
+export async function statusJson(ctx: Context): Promise<unknown> {
+  const sites = await collectSites(ctx);
+  return ctx.config.sites ? { sites } : sites[0];
+}
+
 export async function status(ctx: Context, opts: { json?: boolean }): Promise<number> {
   const sites = await collectSites(ctx);
   if (opts.json) {

@@ -421,6 +421,16 @@ export const configSchema = z
       })
       .prefault({}),
     /**
+     * A continuous, sampled verification in each worker group (`mcrepl verify --sample` of its
+     * data center) feeding `mcrepl_verify_divergent_keys`. Off while `sampleKeys` is 0.
+     */
+    verify: z
+      .strictObject({
+        sampleKeys: nonNegativeInt.default(0),
+        intervalS: positiveInt.default(300),
+      })
+      .prefault({}),
+    /**
      * Prometheus metrics, `/healthz` and `/readyz` over HTTP, served by each daemon (run,
      * tailer, worker). Off unless `port` is set (or --metrics-port).
      */

@@ -38,7 +38,8 @@ import { Rewarmer, warmFromPeers } from './warm-copy.js';
 import { DnsPool } from './discovery.js';
 import { Membership, samePlacement, type MembershipHost, type MigrationProgress } from './membership.js';
 import { Ejections } from './ejections.js';
-import { applyLag, addCollector, leaseHeld, queueJobs, serverUp } from '../observability/metrics.js';
+import { applyLag, addCollector, leaseHeld, queueJobs, serverUp, verifyDivergentKeys } from '../observability/metrics.js';
+import { verify } from '../verify/verifier.js';
 import { datacenterDepth } from '../fanout/topology.js';
 import { CountingWriter } from './counting-writer.js';
 import { deleteForeignKeys } from './foreign-keys.js';
@@ -134,6 +135,7 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
   private readonly factory: WriterFactory;
   private readonly site: string;
   private readonly stopCollecting: () => void;
+  private verifyTimer: NodeJS.Timeout | undefined;
   /** Each server's own stop (it may leave the data center before the worker stops). */
   private readonly channelAborts = new Map<ServerChannel, AbortController>();
   /** ketama with ejectDeletes: the servers readers may have ejected. */
@@ -376,6 +378,7 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
         void w.run().catch((err) => this.fail(err instanceof Error ? err : new Error(String(err))));
       }
       this.life.set('running');
+      this.verifyNow(this.config.verify.intervalS * 1000);
       const progress = savedProgress ? (JSON.parse(savedProgress) as MigrationProgress) : undefined;
       if (!samePlacement(placed, wanted)) void this.membership.change(wanted);
       else if (progress?.phase === 'cleaning') void this.membership.resumeCleanup(progress);
@@ -591,6 +594,26 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
   }
 
   /**
+   * The continuous verification (`verify.sampleKeys` > 0): a sample of the registry checked on
+   * this data center's servers every `verify.intervalS`, into mcrepl_verify_divergent_keys.
+   */
+  private verifyNow(delayMs: number): void {
+    const { sampleKeys } = this.config.verify;
+    if (sampleKeys === 0 || this.abort.signal.aborted) return;
+    this.verifyTimer = setTimeout(() => {
+      void verify(this.config, { sample: sampleKeys, datacenters: [this.dc], settleTimeoutMs: 30_000 })
+        .then((r) => {
+          const keys = new Set(r.divergent.map((d) => d.keyHex)).size;
+          verifyDivergentKeys.set({ dc: this.dc }, keys);
+          if (keys > 0) this.logger.warn({ keys, examples: r.divergent.slice(0, 5).map((d) => `${d.server} ${d.key}: ${d.problem}`) }, 'verification found keys that differ from the registry (mcrepl verify --repair)');
+        })
+        .catch((err: unknown) => this.logger.warn({ err: errorMessage(err) }, 'the sampled verification failed; trying again later'))
+        .finally(() => this.verifyNow(this.config.verify.intervalS * 1000));
+    }, delayMs);
+    this.verifyTimer.unref();
+  }
+
+  /**
    * Every server is back and readers read them all again: what readers filled on other servers
    * for their keys meanwhile goes (foreign-keys.ts). If this fails, the next return tries again.
    */
@@ -667,6 +690,7 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     if (this.tornDown) return;
     this.tornDown = true;
     this.stopCollecting();
+    clearTimeout(this.verifyTimer);
     if (!this.abort.signal.aborted) this.abort.abort(new McreplError('CLOSED', 'worker closed'));
     await Promise.all(this.workers.map((w) => w.close(true).catch(() => undefined)));
     const all = [...this.channelAborts.keys()];

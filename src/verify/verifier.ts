@@ -55,6 +55,8 @@ export interface VerifyOptions {
   progress?: (done: number, total: number) => void;
   /** How long to wait for the pipeline to apply what was committed before the first look (ms). */
   settleTimeoutMs?: number;
+  /** Only these data centers' servers. */
+  datacenters?: readonly string[];
 }
 
 export interface VerifyResult {
@@ -246,7 +248,7 @@ async function repair(targets: Target[], d: Divergence, registry: Map<string, En
 
 export async function verify(config: ResolvedConfig, opts: VerifyOptions = {}): Promise<VerifyResult> {
   const timeoutMs = opts.timeoutMs ?? config.memcached.timeoutMs * 5;
-  const targets = targetsOf(config);
+  const targets = targetsOf(config).filter((t) => !opts.datacenters || opts.datacenters.includes(t.dc));
   const listAll = opts.sample === undefined;
   // Where the primary's binlog ends before anything is looked at: what was committed before.
   const headConn = await connectMysql(mysqlFor(config.mysql, 'admin'));

@@ -120,3 +120,26 @@ test('under a steady write load of 2,000 rows/s, a verify of a consistent pipeli
     await load;
   }
 });
+
+test('the worker’s continuous sampled verification reports a damaged key in mcrepl_verify_divergent_keys', { timeout: 120_000 }, async () => {
+  const { verifyDivergentKeys } = await import('../../src/observability/metrics.js');
+  const own = await PrivateMemcached.create();
+  await own.start();
+  const e = await createTestEnv({ overrides: { 'datacenters.east': { servers: [own.address] }, 'datacenters.west': { servers: [servers[2]!.address] }, verify: { sampleKeys: 1_000, intervalS: 1 } } });
+  try {
+    await e.startPipeline();
+    await e.sql.query("CALL create_namespace(1, 'sampled')");
+    const k = e.key('sampled');
+    await e.sql.query('CALL set_key(1, ?, ?, 0)', [k, 'right']);
+    await waitFor(async () => (await e.readEverywhere(k)).every((v) => v?.toString() === 'right'), { timeoutMs: 10_000, message: 'written' });
+    const east = async () => (await verifyDivergentKeys.get()).values.find((v) => v.labels.dc === 'east')?.value;
+    await waitFor(async () => (await east()) === 0, { timeoutMs: 20_000, message: 'a verification of east found nothing' });
+    const c = new MemcachedTextClient(own.address);
+    await c.set(k, 'wrong');
+    c.close();
+    await waitFor(async () => (await east()) === 1, { timeoutMs: 20_000, message: 'a verification of east found the damaged key' });
+  } finally {
+    await e.teardown();
+    await own.stop();
+  }
+});

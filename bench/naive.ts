@@ -132,9 +132,6 @@ function redisOptions(r: NaiveRedisOptions): RedisOptions {
 
 const msg = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
-// ---------------------------------------------------------------------------------------------
-// Parent: producer + orchestration
-
 export async function runNaive(opts: NaiveOptions): Promise<NaiveResult> {
   const dcs = Object.keys(opts.datacenters);
   if (dcs.length === 0) throw new Error('runNaive: no data centers');

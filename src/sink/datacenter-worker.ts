@@ -201,7 +201,8 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
     // Not under SASL, where nothing can be copied (see warm()).
     this.rewarmer = config.memcached.username === undefined ? new Rewarmer(() => this.applier.placementNow) : undefined;
     if (dcConfig.routing === 'ketama' && dcConfig.ejectDeletes) {
-      this.ejections = new Ejections(() => this.channels, dcConfig.readerRetryMs, () => void this.deleteFallbackFills());
+      // The sweep never overlaps a change of servers (it judges keys by the placement it sees).
+      this.ejections = new Ejections(() => this.channels, dcConfig.readerRetryMs, () => void this.membership.exclusive(() => this.deleteFallbackFills()));
     }
     // The servers are put in place by start() (those last placed on, which a change of servers
     // may have left different from the config's).

@@ -29,6 +29,9 @@ export class Ejections {
     if (this.watched.has(c)) return;
     this.watched.add(c);
     c.on('health', (h) => {
+      // A server that is not (or not yet) placed was never in the readers' ring: one that joins
+      // is down until it is flushed, and no reader ejected it.
+      if (!this.channels().includes(c)) return;
       if (h !== 'healthy') {
         this.pending = true;
         clearTimeout(this.returning.get(c));

@@ -117,6 +117,12 @@ export class Membership {
     return this.chain;
   }
 
+  /** Runs `fn` when no move is under way (and before any that comes after): e.g. a sweep that lists the servers. */
+  exclusive(fn: () => Promise<void>): Promise<void> {
+    this.chain = this.chain.then(fn, fn);
+    return this.chain;
+  }
+
   /** Finishes a step 5 a previous worker left undone (its progress said `cleaning`). */
   resumeCleanup(progress: MigrationProgress): Promise<void> {
     this.chain = this.chain.then(() => this.cleanupUntilDone(progress, progress.from.filter((s) => !this.host.placement().route.servers.includes(s))));
@@ -133,6 +139,22 @@ export class Membership {
         this.host.logger.warn({ err: errorMessage(err) }, 'could not delete what no longer belongs where it is, after a change of servers; retrying');
         await sleep(2_000, this.host.signal).catch(() => undefined);
       }
+    }
+  }
+
+  /**
+   * Whether the server can be read now: healthy, or healthy again within a while (a server
+   * recovering from a blip, a paused one coming back). One that stays down is passed over.
+   */
+  private async answering(c: ServerChannel): Promise<boolean> {
+    if (c.health === 'healthy') return true;
+    const waitMs = this.host.timeoutMs * 6;
+    let timer: NodeJS.Timeout | undefined;
+    const gaveUp = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), waitMs)));
+    try {
+      return await Promise.race([c.whenHealthy().then(() => true), gaveUp]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -197,7 +219,11 @@ export class Membership {
       // 3. Copy what moves.
       if (!this.host.canCopy) logger.warn('keys cannot be listed under SASL: the new servers take over without a copy, and moved keys are missing until written again');
       for (const [i, source] of from.channels.entries()) {
-        if (source.health !== 'healthy' || !this.host.canCopy) continue;
+        if (!this.host.canCopy) break;
+        if (!(await this.answering(source))) {
+          logger.warn({ server: source.address }, 'a server is down during the move: the keys only it held are missing on their new servers until written again');
+          continue;
+        }
         await this.copyFrom(source, i, from, to, byAddress, deleted, progress);
       }
 
@@ -275,7 +301,9 @@ export class Membership {
   private async cleanup(progress: MigrationProgress, gone: string[], old: readonly ServerChannel[] = []): Promise<void> {
     const { channels, route } = this.host.placement();
     for (const [i, c] of channels.entries()) {
-      if (c.health !== 'healthy' || !this.host.canCopy) continue;
+      if (!this.host.canCopy) break;
+      // A server down now is left as it is; the next move, or its flush on return, settles it.
+      if (!(await this.answering(c))) continue;
       await MetaClient.eachKey(c.address, this.host.timeoutMs, COPY_BATCH, async (keys) => {
         this.host.signal.throwIfAborted();
         const foreign = keys.filter((k) => !route.holds(i, k));

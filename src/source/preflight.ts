@@ -3,7 +3,7 @@
  * problem at once, each with its fix. The tailer refuses to start while any remains.
  */
 import type { Connection } from 'mysql2/promise';
-import { PreflightError } from '../errors.js';
+import { errorMessage, McreplError, PreflightError } from '../errors.js';
 
 export interface PreflightResult {
   serverVersion: string;
@@ -21,8 +21,13 @@ async function variable(conn: Connection, name: string): Promise<string | undefi
     const [rows] = await conn.query(`SELECT @@GLOBAL.${name} AS v`);
     const v = (rows as Row[])[0]?.v;
     return v === null || v === undefined ? undefined : String(v);
-  } catch {
-    return undefined;
+  } catch (err) {
+    // The connection died (the server restarting, say): that says nothing of its settings, and
+    // the caller tries again later rather than report a setting as wrong.
+    if ((err as { fatal?: boolean }).fatal) {
+      throw new McreplError('MYSQL_UNAVAILABLE', `the MySQL server stopped answering during the checks: ${errorMessage(err)}`, { retriable: true, cause: err });
+    }
+    return undefined; // no such variable on this server (or version)
   }
 }
 

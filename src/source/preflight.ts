@@ -16,17 +16,21 @@ export interface PreflightResult {
 
 type Row = Record<string, unknown>;
 
+/** The connection died (the server restarting, say): that says nothing of its settings. */
+function unreachable(err: unknown): McreplError | undefined {
+  if (!(err as { fatal?: boolean }).fatal) return undefined;
+  return new McreplError('MYSQL_UNAVAILABLE', `the MySQL server stopped answering during the checks: ${errorMessage(err)}`, { retriable: true, cause: err });
+}
+
 async function variable(conn: Connection, name: string): Promise<string | undefined> {
   try {
     const [rows] = await conn.query(`SELECT @@GLOBAL.${name} AS v`);
     const v = (rows as Row[])[0]?.v;
     return v === null || v === undefined ? undefined : String(v);
   } catch (err) {
-    // The connection died (the server restarting, say): that says nothing of its settings, and
-    // the caller tries again later rather than report a setting as wrong.
-    if ((err as { fatal?: boolean }).fatal) {
-      throw new McreplError('MYSQL_UNAVAILABLE', `the MySQL server stopped answering during the checks: ${errorMessage(err)}`, { retriable: true, cause: err });
-    }
+    // The caller tries again later rather than report a setting as wrong.
+    const gone = unreachable(err);
+    if (gone) throw gone;
     return undefined; // no such variable on this server (or version)
   }
 }
@@ -67,7 +71,23 @@ export function filtersDropping(filters: Partial<Record<'doDb' | 'ignoreDb' | 'd
  * `replica`: the server is a site's `source`, so it may be a replica: it gets a replica's checks
  * too, unless its server_id is `primaryServerId` (the primary itself, under another address).
  */
-export async function preflight(conn: Connection, opts: { database: string; serverId: number; table?: string; replica?: boolean; primaryServerId?: string }): Promise<PreflightResult> {
+export async function preflight(conn: Connection, opts: PreflightOptions): Promise<PreflightResult> {
+  try {
+    return await checks(conn, opts);
+  } catch (err) {
+    throw unreachable(err) ?? err;
+  }
+}
+
+interface PreflightOptions {
+  database: string;
+  serverId: number;
+  table?: string;
+  replica?: boolean;
+  primaryServerId?: string;
+}
+
+async function checks(conn: Connection, opts: PreflightOptions): Promise<PreflightResult> {
   const table = opts.table ?? 'mc_storage';
   const problems: string[] = [];
   const warnings: string[] = [];
@@ -121,13 +141,17 @@ export async function preflight(conn: Connection, opts: { database: string; serv
         problems.push(`replica ${String(h.Host ?? '?')}:${String(h.Port ?? '?')} already uses server_id ${opts.serverId}; give mcrepl a different mysql.serverId`);
       }
     }
-  } catch {
+  } catch (err) {
     // Needs a privilege mcrepl does not otherwise need; the check is best effort.
+    const gone = unreachable(err);
+    if (gone) throw gone;
   }
 
   try {
     await conn.query('SHOW BINARY LOGS');
   } catch (err) {
+    const gone = unreachable(err);
+    if (gone) throw gone;
     problems.push(`cannot list binary logs (${(err as Error).message}); grant ${isMariaDb ? 'BINLOG MONITOR' : 'REPLICATION CLIENT'} and REPLICATION SLAVE to the tailer's user`);
   }
   try {
@@ -136,8 +160,10 @@ export async function preflight(conn: Connection, opts: { database: string; serv
     if (!/ALL PRIVILEGES ON \*\.\*|REPLICATION (SLAVE|REPLICA)/.test(text)) {
       problems.push(`the tailer's user lacks REPLICATION SLAVE; GRANT REPLICATION SLAVE ON *.* TO <user>`);
     }
-  } catch {
+  } catch (err) {
     // SHOW GRANTS for oneself is always allowed; ignore oddities.
+    const gone = unreachable(err);
+    if (gone) throw gone;
   }
 
   const [engines] = await conn.query(`SELECT SUPPORT FROM information_schema.ENGINES WHERE ENGINE = 'BLACKHOLE'`);
@@ -202,7 +228,9 @@ async function replicaChecks(
       const rule = (name: string) => (rows as Row[]).filter((r) => String(r.FILTER_NAME).toUpperCase() === name).map((r) => String(r.FILTER_RULE)).join(',');
       const filters = { doDb: rule('REPLICATE_DO_DB'), ignoreDb: rule('REPLICATE_IGNORE_DB'), doTable: rule('REPLICATE_DO_TABLE'), ignoreTable: rule('REPLICATE_IGNORE_TABLE'), wildDoTable: rule('REPLICATE_WILD_DO_TABLE'), wildIgnoreTable: rule('REPLICATE_WILD_IGNORE_TABLE') };
       for (const f of filtersDropping(filters, o.database, o.table)) problems.push(`a replication filter drops the storage table's rows: ${f}; the replica's binlog would never carry them`);
-    } catch {
+    } catch (err) {
+      const gone = unreachable(err);
+      if (gone) throw gone;
       warnings.push(`cannot read this replica's replication filters (performance_schema); make sure none drops \`${o.database}\`.\`${o.table}\``);
     }
   }

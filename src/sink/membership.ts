@@ -26,6 +26,7 @@ import { sleep } from '../coordination/lease.js';
 import { errorMessage } from '../errors.js';
 import type { WriteableOp } from '../fanout/op.js';
 import type { Logger } from '../observability/logger.js';
+import { deleteForeignKeys } from './foreign-keys.js';
 import { MetaClient, type Fence } from './meta-client.js';
 import type { Placement } from './op-applier.js';
 import { MigrationRoute } from './routes/migration-route.js';
@@ -300,17 +301,16 @@ export class Membership {
    */
   private async cleanup(progress: MigrationProgress, gone: string[], old: readonly ServerChannel[] = []): Promise<void> {
     const { channels, route } = this.host.placement();
-    for (const [i, c] of channels.entries()) {
-      if (!this.host.canCopy) break;
+    if (this.host.canCopy) {
       // A server down now is left as it is; the next move, or its flush on return, settles it.
-      if (!(await this.answering(c))) continue;
-      await MetaClient.eachKey(c.address, this.host.timeoutMs, COPY_BATCH, async (keys) => {
-        this.host.signal.throwIfAborted();
-        const foreign = keys.filter((k) => !route.holds(i, k));
-        if (foreign.length === 0) return;
-        await c.submit(foreign.map((key) => ({ kind: 'delete' as const, t: 0, nsId: 0, key })));
-        progress.deleted += foreign.length;
-        await this.save(progress);
+      await deleteForeignKeys(channels, route, {
+        timeoutMs: this.host.timeoutMs,
+        signal: this.host.signal,
+        usable: (c) => this.answering(c),
+        onDeleted: async (n) => {
+          progress.deleted += n;
+          await this.save(progress);
+        },
       });
     }
     for (const address of gone) {

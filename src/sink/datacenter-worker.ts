@@ -142,7 +142,8 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
   private readonly ejections: Ejections | undefined;
   /** Warms every healthy server that is missing keys, once that can be done completely. */
   private readonly rewarmer: Rewarmer | undefined;
-  private membership: Membership;
+  /** Moves keys when the servers change; made by start(), with the placement found there. */
+  private membership!: Membership;
   /** The placement recorded in Redis (what the servers hold). */
   private spec: DatacenterConfig;
   /** The data center as the config (or its DNS name) wants it. */
@@ -211,7 +212,6 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
       signal: this.abort.signal,
       ...(this.ejections ? { ejected: (channels) => this.ejections!.current(channels) } : {}),
     });
-    this.membership = new Membership(this.membershipHost(), dcConfig);
   }
 
   /** The servers of the data center now (those of a change under way included). */
@@ -353,6 +353,7 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
       const placed = saved ?? wanted;
       if (!savedSpec) await this.lease.runFenced(SAVE_VALUE, [this.keys.ring(this.dc)], [JSON.stringify(wanted)]);
       this.spec = placed;
+      this.membership = new Membership(this.membershipHost(), placed);
       const route = createRoute(placed);
       await this.applier.setPlacement({ channels: route.servers.map((a) => this.makeChannel(a)), route });
       // Each server picks up where the previous worker left it (missed ops, flush needed); one
@@ -361,7 +362,6 @@ export class DatacenterWorker extends EventEmitter<DatacenterWorkerEvents> {
       const hasHistory = this.watermarks.size > 0;
       await Promise.all(this.channels.map((c) => c.start(serverStateOf(serverStates[c.address]), hasHistory)));
       this.rewarmer?.check();
-      this.membership = new Membership(this.membershipHost(), placed);
       for (let p = 0; p < this.config.partitions; p++) await this.recoverOrphans(p);
       for (let p = 0; p < this.config.partitions; p++) {
         const w = new Worker<JobData>(this.keys.queueName(this.dc, p), (job) => this.processQueued(p, job), {

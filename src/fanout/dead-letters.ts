@@ -46,6 +46,12 @@ end
 redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)
 return n`;
 
+/** Entries, and their bytes, per script call of `add`. */
+const ADD_SLICE_ENTRIES = 500;
+const ADD_SLICE_BYTES = 4 * 1024 * 1024;
+/** Entries read per LRANGE when looking for some. */
+const SCAN_PAGE = 200;
+
 export class DeadLetterStore {
   constructor(
     private readonly redis: Redis,
@@ -57,7 +63,31 @@ export class DeadLetterStore {
   async add(entries: readonly DeadLetter[]): Promise<void> {
     if (entries.length === 0) return;
     for (const e of entries) deadLetterCount.inc({ stage: e.stage, dc: e.dc ?? '' });
-    await this.redis.eval(ADD, 2, this.keys.deadLetters, this.keys.deadLetterCount, String(this.maxEntries), ...entries.map((e) => JSON.stringify(e)));
+    // A script call per slice: a job's refusals may be thousands, each with its value kept.
+    let slice: string[] = [];
+    let bytes = 0;
+    const flush = async () => {
+      if (slice.length === 0) return;
+      await this.redis.eval(ADD, 2, this.keys.deadLetters, this.keys.deadLetterCount, String(this.maxEntries), ...slice);
+      slice = [];
+      bytes = 0;
+    };
+    for (const e of entries) {
+      const json = JSON.stringify(e);
+      slice.push(json);
+      bytes += json.length;
+      if (slice.length >= ADD_SLICE_ENTRIES || bytes >= ADD_SLICE_BYTES) await flush();
+    }
+    await flush();
+  }
+
+  /** Each raw entry, newest first, a page at a time, until `visit` returns true. */
+  private async scan(visit: (raw: string, e: DeadLetter) => boolean | void): Promise<void> {
+    for (let at = 0; ; at += SCAN_PAGE) {
+      const page = await this.redis.lrange(this.keys.deadLetters, at, at + SCAN_PAGE - 1);
+      for (const raw of page) if (visit(raw, JSON.parse(raw) as DeadLetter)) return;
+      if (page.length < SCAN_PAGE) return;
+    }
   }
 
   /** Entries, newest first (at most `limit`). */
@@ -66,17 +96,24 @@ export class DeadLetterStore {
   }
 
   async get(id: number): Promise<DeadLetter | undefined> {
-    return (await this.list()).find((e) => e.id === id);
+    let found: DeadLetter | undefined;
+    await this.scan((_, e) => {
+      if (e.id === id) found = e;
+      return found !== undefined;
+    });
+    return found;
   }
 
   /** Removes the entries with these numbers; how many were there. */
   async remove(ids: readonly number[]): Promise<number> {
     const want = new Set(ids);
+    const raws: string[] = [];
+    await this.scan((raw, e) => {
+      if (e.id !== undefined && want.delete(e.id)) raws.push(raw);
+      return want.size === 0;
+    });
     let removed = 0;
-    for (const raw of await this.redis.lrange(this.keys.deadLetters, 0, -1)) {
-      const e = JSON.parse(raw) as DeadLetter;
-      if (e.id !== undefined && want.has(e.id)) removed += await this.redis.lrem(this.keys.deadLetters, 1, raw);
-    }
+    for (const raw of raws) removed += await this.redis.lrem(this.keys.deadLetters, 1, raw);
     return removed;
   }
 

@@ -83,6 +83,8 @@ interface Target {
 }
 
 const BATCH = 500;
+/** Keys per `IN (...)` when the registry is read for named keys. */
+const IN_BATCH = 5_000;
 /** A key within this many seconds of its expiry is not judged (clocks differ). */
 const EXPIRY_SLACK_S = 2;
 
@@ -97,14 +99,23 @@ async function readRegistry(config: ResolvedConfig, opts: VerifyOptions, only?: 
       where.push('ns_id = ?');
       args.push(opts.namespace);
     }
+    const select = 'SELECT mc_key, expires_at, HEX(value_md5) AS md5 FROM mc_stored_keys';
+    const out = new Map<string, Entry>();
+    const add = (rows: RowDataPacket[]) => {
+      for (const r of rows) out.set((r.mc_key as Buffer).toString('latin1'), { key: r.mc_key as Buffer, expiresAt: r.expires_at === null ? null : Number(r.expires_at), md5: String(r.md5).toLowerCase() });
+    };
     if (only) {
-      if (only.length === 0) return new Map();
-      where.push('mc_key IN (?)');
-      args.push(only);
+      // Named keys (those looked at again), a bounded IN list at a time.
+      for (let i = 0; i < only.length; i += IN_BATCH) {
+        const [rows] = await conn.query<RowDataPacket[]>(`${select} WHERE ${[...where, 'mc_key IN (?)'].join(' AND ')}`, [...args, only.slice(i, i + IN_BATCH)]);
+        add(rows);
+      }
+      return out;
     }
-    const order = !only && opts.sample !== undefined ? ` ORDER BY RAND() LIMIT ${Math.floor(opts.sample)}` : '';
-    const [rows] = await conn.query<RowDataPacket[]>(`SELECT mc_key, expires_at, HEX(value_md5) AS md5 FROM mc_stored_keys${where.length ? ` WHERE ${where.join(' AND ')}` : ''}${order}`, args);
-    return new Map(rows.map((r) => [(r.mc_key as Buffer).toString('latin1'), { key: r.mc_key as Buffer, expiresAt: r.expires_at === null ? null : Number(r.expires_at), md5: String(r.md5).toLowerCase() }]));
+    const order = opts.sample !== undefined ? ` ORDER BY RAND() LIMIT ${Math.floor(opts.sample)}` : '';
+    const [rows] = await conn.query<RowDataPacket[]>(`${select}${where.length ? ` WHERE ${where.join(' AND ')}` : ''}${order}`, args);
+    add(rows);
+    return out;
   } finally {
     await conn.end();
   }

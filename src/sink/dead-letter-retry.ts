@@ -14,9 +14,9 @@ import { createHash } from 'node:crypto';
 import type { RowDataPacket } from 'mysql2/promise';
 import type { ResolvedConfig } from '../config/schema.js';
 import type { DeadLetter } from '../fanout/dead-letters.js';
-import { MEMCACHED_RELATIVE_EXPIRY_MAX } from '../fanout/op.js';
 import { mysqlFor } from '../registry/accounts.js';
 import { connectMysql } from '../registry/mysql.js';
+import { toWrite } from './memcached-writer.js';
 import { MetaClient } from './meta-client.js';
 
 export type RetryOutcome = { retried: true; what: string } | { retried: false; why: string };
@@ -47,10 +47,10 @@ export async function retryDeadLetter(config: ResolvedConfig, e: DeadLetter): Pr
     const value = Buffer.from(r.value, 'base64');
     if (!live) return { retried: false, why: 'the key was deleted or expired since: nothing to write' };
     if (createHash('md5').update(value).digest('hex') !== String(row!.md5).toLowerCase()) return { retried: false, why: 'the key holds another value since, which was applied: nothing to retry' };
-    const remaining = r.expiresAt ? r.expiresAt - now : 0;
-    if (r.expiresAt && remaining <= 0) return { retried: false, why: 'it has expired since' };
-    const ttl = !r.expiresAt ? 0 : remaining <= MEMCACHED_RELATIVE_EXPIRY_MAX ? Math.ceil(remaining) : r.expiresAt;
-    await c.addWithTtl([{ key, value, ttl }]);
+    // The request a worker would send now (relative TTL when it fits, a delete once expired).
+    const w = toWrite({ kind: 'set', t: 0, nsId: r.nsId, key, value, expiresAt: r.expiresAt ?? 0 }, now);
+    if (w.kind === 'delete') return { retried: false, why: 'it has expired since' };
+    await c.addWithTtl([{ key, value, ttl: w.exptime }]);
     return { retried: true, what: `written to ${e.server}` };
   } finally {
     c.close();
